@@ -1,0 +1,239 @@
+"""The gate's REST API: thin aiohttp handlers around ``GateService``.
+
+Each handler reads the request, calls one service method and writes JSON. Errors
+become the contract's ``{"error": {...}}`` shape; anything unexpected is logged once
+and answered 500 ``internal_error`` without details.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from booking_gate.appkeys import CONFIG, METRICS, SERVICE
+from booking_gate.errors import GateError, InvalidRequest, NotFound, Unauthorized
+from booking_gate.openapi import openapi_document
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def error_response(error: GateError) -> web.Response:
+    return json_response(error.to_json(), status=error.status)
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise InvalidRequest(f"the body is larger than {MAX_BODY} bytes", code="body_too_large")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise InvalidRequest(f"the body is larger than {MAX_BODY} bytes", code="body_too_large")
+    if optional and not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the body is not valid JSON", field=None) from None
+
+
+def check_api_key(request: web.Request) -> None:
+    expected = request.app[CONFIG].api_key
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if (not expected or scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.strip().encode(), expected.encode())):
+        raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+
+
+def endpoint(route: str, *, authenticated: bool = True) -> Callable[[Handler], Handler]:
+    """Wrap a handler with API-key auth, error mapping and metrics."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            metrics = request.app[METRICS]
+            started = time.perf_counter()
+            try:
+                if authenticated:
+                    check_api_key(request)
+                response = await handler(request)
+            except GateError as error:
+                response = error_response(error)
+            except Exception:
+                logger.exception("unexpected error in %s", route)
+                response = error_response(GateError("internal error"))
+            metrics.requests.labels(route, str(response.status)).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - started)
+            return response
+
+        return wrapped
+
+    return wrap
+
+
+routes = web.RouteTableDef()
+
+
+@routes.put("/api/v1/professionals/{professional_id}")
+@endpoint("put_professional")
+async def put_professional(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return json_response(await request.app[SERVICE].put_professional(
+        request.match_info["professional_id"], body))
+
+
+@routes.post("/api/v1/professionals/{professional_id}/blocks")
+@endpoint("add_block")
+async def add_block(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return json_response(await request.app[SERVICE].add_block(
+        request.match_info["professional_id"], body), status=201)
+
+
+@routes.delete("/api/v1/professionals/{professional_id}/blocks/{block_id}")
+@endpoint("delete_block")
+async def delete_block(request: web.Request) -> web.Response:
+    await request.app[SERVICE].delete_block(request.match_info["professional_id"],
+                                            request.match_info["block_id"])
+    return web.Response(status=204)
+
+
+@routes.put("/api/v1/clients/{client_id}")
+@endpoint("put_client")
+async def put_client(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return json_response(await request.app[SERVICE].put_client(
+        request.match_info["client_id"], body))
+
+
+@routes.post("/api/v1/hubs/{hub_id}/credits")
+@endpoint("grant_credits")
+async def grant_credits(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return json_response(await request.app[SERVICE].grant_credits(
+        request.match_info["hub_id"], body))
+
+
+@routes.get("/api/v1/clients/{client_id}/credits")
+@endpoint("get_credits")
+async def get_credits(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].get_credits(request.match_info["client_id"]))
+
+
+@routes.put("/api/v1/bookings/{booking_id}")
+@endpoint("put_booking")
+async def put_booking(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    booking, created = await request.app[SERVICE].put_booking(
+        request.match_info["booking_id"], body)
+    if created:
+        request.app[METRICS].bookings_created.inc()
+    return json_response(booking, status=201 if created else 200)
+
+
+@routes.get("/api/v1/bookings/{booking_id}")
+@endpoint("get_booking")
+async def get_booking(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].get_booking(request.match_info["booking_id"]))
+
+
+@routes.post("/api/v1/bookings/{booking_id}/cancel")
+@endpoint("cancel_booking")
+async def cancel_booking(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    booking = await request.app[SERVICE].cancel(request.match_info["booking_id"], body)
+    request.app[METRICS].bookings_cancelled.inc()
+    return json_response(booking)
+
+
+@routes.post("/api/v1/bookings/{booking_id}/reschedule")
+@endpoint("reschedule_booking")
+async def reschedule_booking(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return json_response(await request.app[SERVICE].reschedule(
+        request.match_info["booking_id"], body))
+
+
+@routes.post("/api/v1/bookings/{booking_id}/links")
+@endpoint("booking_links")
+async def booking_links(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].links(request.match_info["booking_id"]))
+
+
+@routes.get("/api/v1/bookings/{booking_id}/attendance")
+@endpoint("get_attendance")
+async def get_attendance(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].attendance(
+        request.match_info["booking_id"]))
+
+
+@routes.post("/api/v1/bookings/{booking_id}/attendance/override")
+@endpoint("override_attendance")
+async def override_attendance(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return json_response(await request.app[SERVICE].override(
+        request.match_info["booking_id"], body, by="api-key"))
+
+
+@routes.get("/api/v1/attendance")
+@endpoint("export_attendance")
+async def export_attendance(request: web.Request) -> web.Response:
+    query: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key in query:
+            raise InvalidRequest(f"'{key}' is given more than once", field=key)
+        query[key] = value
+    return json_response(await request.app[SERVICE].export(query))
+
+
+@routes.post("/api/v1/attendance/events")
+@endpoint("ingest_attendance")
+async def ingest_attendance(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    result = await request.app[SERVICE].ingest_json(body)
+    request.app[METRICS].events_ingested.inc(result["stored"])
+    return json_response(result)
+
+
+@routes.get("/api/v1/openapi.json")
+@endpoint("openapi", authenticated=False)
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document(request.app[CONFIG].public_url))
+
+
+@routes.get("/.well-known/jwks.json")
+@endpoint("jwks", authenticated=False)
+async def jwks(request: web.Request) -> web.Response:
+    return json_response({"keys": [request.app[SERVICE].tokens.jwk]})
+
+
+@routes.get("/healthz")
+@endpoint("healthz", authenticated=False)
+async def healthz(request: web.Request) -> web.Response:
+    await request.app[SERVICE].store.ping()
+    return json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+@endpoint("metrics", authenticated=False)
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.route("*", "/api/{tail:.*}")
+@endpoint("unknown", authenticated=False)
+async def unknown(request: web.Request) -> web.Response:
+    raise NotFound(f"no such endpoint: {request.method} {request.path}"[:200])

@@ -1,0 +1,77 @@
+"""The gate's aiohttp application: ``make_app(config)`` for the CLI and the tests.
+
+``setup_gate`` mounts the gate on an existing application (``carecall serve`` puts the
+gate and signalling on one app). Resources live in ``cleanup_ctx`` generators: the
+database engine (migrated on start) and the background finaliser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from booking_gate.api import routes
+from booking_gate.appkeys import CONFIG, METRICS, SERVICE
+from booking_gate.config import GateConfig
+from booking_gate.db.engine import create_engine, migrate
+from booking_gate.metrics import GateMetrics
+from booking_gate.rules import Windows
+from booking_gate.service import Clock, GateService, utc_now
+from booking_gate.store import Store
+from booking_gate.tokens import TokenIssuer, load_or_create_key
+
+logger = logging.getLogger(__name__)
+
+
+def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_now,
+               registry: CollectorRegistry | None = None) -> None:
+    app[CONFIG] = config
+    app[METRICS] = GateMetrics(registry or CollectorRegistry())
+    app.add_routes(routes)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        engine = create_engine(config.db_url)
+        try:
+            await migrate(engine)
+            tokens = TokenIssuer(load_or_create_key(config.key_path), config.join_early,
+                                 config.overrun)
+            app[SERVICE] = GateService(Store(engine), tokens, config.public_url,
+                                       Windows(config.join_early, config.overrun), clock)
+            yield
+        finally:
+            await engine.dispose()
+
+    async def finaliser(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_finalise_forever(app, config.finalize_interval))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # Flush: settle whatever became due while we were running.
+        await app[SERVICE].finalize_due()
+
+    app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(finaliser)
+
+
+async def _finalise_forever(app: web.Application, interval: float) -> None:
+    while True:
+        try:
+            done = await app[SERVICE].finalize_due()
+            if done:
+                app[METRICS].finalized.inc(done)
+                logger.info("finalised %d attendance records", done)
+        except Exception:
+            logger.exception("finalising attendance records failed; retrying")
+        await asyncio.sleep(interval)
+
+
+def make_app(config: GateConfig, *, clock: Clock = utc_now) -> web.Application:
+    app = web.Application(client_max_size=256 * 1024)
+    setup_gate(app, config, clock=clock)
+    return app

@@ -1,0 +1,13 @@
+"""The gate's aiohttp application state, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from booking_gate.config import GateConfig
+from booking_gate.metrics import GateMetrics
+from booking_gate.service import GateService
+
+CONFIG = web.AppKey("gate_config", GateConfig)
+SERVICE = web.AppKey("gate_service", GateService)
+METRICS = web.AppKey("gate_metrics", GateMetrics)

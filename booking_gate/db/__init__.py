@@ -1,0 +1,1 @@
+"""Storage of the booking gate: schema, engine set-up and migrations."""

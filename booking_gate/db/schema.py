@@ -1,0 +1,169 @@
+"""The gate's tables, as SQLAlchemy Core metadata (the migrations create them).
+
+Invariants the database itself enforces:
+- two confirmed bookings of one professional never overlap (PostgreSQL: an exclusion
+  constraint; SQLite: triggers), whatever the application checked before;
+- an attendance event id is stored once (primary key);
+- a booking holds at most one credit, tracked by ``credit_state``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite keeps no offset, so values are normalised to UTC before storage; its text form
+    (``YYYY-MM-DD HH:MM:SS.ffffff``) then sorts and compares chronologically.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+ID = String(128)
+
+professionals = Table(
+    "professionals", metadata,
+    Column("professional_id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("session_minutes", Integer, nullable=False),
+    Column("buffer_minutes", Integer, nullable=False),
+    Column("availability", Text, nullable=False),  # JSON list
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+clients = Table(
+    "clients", metadata,
+    Column("client_id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("hub_id", ID, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+blocks = Table(
+    "blocks", metadata,
+    Column("block_id", String(64), primary_key=True),
+    Column("professional_id", ID, ForeignKey("professionals.professional_id"), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("reason", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_blocks_professional", "professional_id", "starts_at"),
+)
+
+bookings = Table(
+    "bookings", metadata,
+    Column("booking_id", ID, primary_key=True),
+    Column("professional_id", ID, ForeignKey("professionals.professional_id"), nullable=False),
+    Column("client_id", ID, ForeignKey("clients.client_id"), nullable=False),
+    Column("hub_id", ID, nullable=True),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("funding", String(16), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("room_id", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("credit_state", String(16), nullable=False),  # none|reserved|consumed|released
+    Column("cancelled_by", String(16), nullable=True),
+    Column("cancelled_at", UTCDateTime, nullable=True),
+    Column("cancel_late", Boolean, nullable=True),
+    Column("cancel_chargeable", Boolean, nullable=True),
+    Column("cancel_reason", String(500), nullable=True),
+    Column("idempotency_key", String(128), nullable=True, unique=True),
+    Index("ix_bookings_professional", "professional_id", "starts_at"),
+    Index("ix_bookings_starts", "starts_at", "booking_id"),
+)
+
+credit_accounts = Table(
+    "credit_accounts", metadata,
+    Column("client_id", ID, ForeignKey("clients.client_id"), primary_key=True),
+    Column("hub_id", ID, nullable=False),
+    # ``balance``: credits free to book; ``reserved``: held by confirmed bookings.
+    Column("balance", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False),
+)
+
+credit_ledger = Table(
+    "credit_ledger", metadata,
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", ID, nullable=False),
+    Column("hub_id", ID, nullable=False),
+    Column("booking_id", ID, nullable=True),
+    Column("kind", String(16), nullable=False),  # grant|reserve|release|consume
+    Column("amount", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("note", String(500), nullable=True),
+    Index("ix_credit_ledger_client", "client_id", "entry_id"),
+)
+
+attendance_events = Table(
+    "attendance_events", metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("booking_id", ID, ForeignKey("bookings.booking_id"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("reason", String(64), nullable=True),
+    Index("ix_attendance_events_booking", "booking_id", "at"),
+)
+
+attendance_records = Table(
+    "attendance_records", metadata,
+    Column("booking_id", ID, ForeignKey("bookings.booking_id"), primary_key=True),
+    Column("outcome", String(32), nullable=False),
+    Column("record", Text, nullable=False),  # the final record as JSON
+    Column("finalized_at", UTCDateTime, nullable=False),
+)
+
+attendance_overrides = Table(
+    "attendance_overrides", metadata,
+    Column("override_id", Integer, primary_key=True, autoincrement=True),
+    Column("booking_id", ID, ForeignKey("bookings.booking_id"), nullable=False),
+    Column("from_outcome", String(32), nullable=True),
+    Column("to_outcome", String(32), nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("by", String(128), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_attendance_overrides_booking", "booking_id"),
+)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the booking gate's schema."""

@@ -1,0 +1,180 @@
+"""The booking gate's domain types: identifiers, enums and immutable records.
+
+Invariants:
+- every datetime held by these records is timezone-aware UTC;
+- identifiers are opaque strings validated at the boundary (``validation.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NewType
+
+BookingId = NewType("BookingId", str)
+ProfessionalId = NewType("ProfessionalId", str)
+ClientId = NewType("ClientId", str)
+HubId = NewType("HubId", str)
+RoomId = NewType("RoomId", str)
+EventId = NewType("EventId", str)
+
+
+class Role(enum.StrEnum):
+    PROFESSIONAL = "professional"
+    CLIENT = "client"
+
+
+class Funding(enum.StrEnum):
+    SPONSORED = "sponsored"
+    PRIVATE = "private"
+
+
+class Source(enum.StrEnum):
+    HUB = "hub"
+    DIRECT = "direct"
+    ON_REQUEST = "on_request"
+
+
+class BookingStatus(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+class Outcome(enum.StrEnum):
+    COMPLETED = "completed"
+    CLIENT_NO_SHOW = "client_no_show"
+    PROFESSIONAL_NO_SHOW = "professional_no_show"
+    BOTH_NO_SHOW = "both_no_show"
+    TECHNICAL_FAILURE = "technical_failure"
+    LATE_CANCELLATION = "late_cancellation"
+    CANCELLED = "cancelled"
+
+
+class Payer(enum.StrEnum):
+    SPONSOR = "sponsor"
+    CLIENT = "client"
+
+
+class EventKind(enum.StrEnum):
+    """What signalling reports about one party of a room."""
+
+    JOINED = "joined"
+    LEFT = "left"
+    MEDIA_CONNECTED = "media_connected"
+    MEDIA_DISCONNECTED = "media_disconnected"
+
+
+class RecordStatus(enum.StrEnum):
+    PENDING = "pending"
+    FINAL = "final"
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    by: Role
+    at: datetime
+    late: bool
+    chargeable: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    booking_id: BookingId
+    professional_id: ProfessionalId
+    client_id: ClientId
+    hub_id: HubId | None
+    starts_at: datetime
+    ends_at: datetime
+    funding: Funding
+    source: Source
+    status: BookingStatus
+    room_id: RoomId
+    created_at: datetime
+    # When the booking's times last changed; tokens issued before it are stale.
+    changed_at: datetime
+    cancellation: Cancellation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttendanceEvent:
+    """One fact reported by signalling, timestamped by a server clock."""
+
+    event_id: EventId
+    booking_id: BookingId
+    role: Role
+    kind: EventKind
+    at: datetime
+    reason: str | None = None
+
+
+class CreditState(enum.StrEnum):
+    """The one credit a sponsored booking holds, if any."""
+
+    NONE = "none"
+    RESERVED = "reserved"
+    CONSUMED = "consumed"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True, slots=True)
+class Professional:
+    professional_id: ProfessionalId
+    name: str
+    email: str
+    timezone: str
+    session_minutes: int
+    buffer_minutes: int
+    availability: tuple[dict[str, object], ...]  # [{"weekday", "start", "end"}]
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: ClientId
+    name: str
+    email: str
+    timezone: str
+    hub_id: HubId | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    block_id: str
+    professional_id: ProfessionalId
+    starts_at: datetime
+    ends_at: datetime
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CreditAccount:
+    client_id: ClientId
+    hub_id: HubId | None
+    balance: int  # credits free to book
+    reserved: int  # credits held by confirmed, not yet settled bookings
+
+
+@dataclass(frozen=True, slots=True)
+class NewBooking:
+    booking_id: BookingId
+    professional_id: ProfessionalId
+    client_id: ClientId
+    starts_at: datetime
+    ends_at: datetime
+    funding: Funding
+    source: Source
+    idempotency_key: str | None = None
+
+    def same_content(self, booking: Booking) -> bool:
+        return (
+            self.professional_id == booking.professional_id
+            and self.client_id == booking.client_id
+            and self.starts_at == booking.starts_at
+            and self.ends_at == booking.ends_at
+            and self.funding is booking.funding
+            and self.source is booking.source
+        )

@@ -1,0 +1,395 @@
+"""The OpenAPI 3.1 description of the booking gate's REST API (CONTRACT.md section 3).
+
+The document mirrors what ``service`` and ``validation`` accept and return: the same field
+names, bounds and enums, and ``additionalProperties: false`` on every request body because
+unknown fields are refused with 422. It is built fresh on each call from small helpers, so
+callers may mutate the result freely.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from booking_gate.model import (
+    BookingStatus,
+    EventKind,
+    Funding,
+    Outcome,
+    Payer,
+    RecordStatus,
+    Role,
+    Source,
+)
+from booking_gate.service import MAX_EVENTS_PER_BATCH, MAX_EXPORT_LIMIT
+from booking_gate.validation import MAX_AVAILABILITY, MAX_NAME, MAX_TEXT
+
+__all__ = ["openapi_document"]
+
+Schema = dict[str, Any]
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1.0.0"
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,190}$"
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+CLOCK_OR_MIDNIGHT_PATTERN = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+
+_INVALID = "`invalid_request`: malformed JSON, a missing, wrong or unknown field; `invalid_id`"
+_INVALID_RANGE = _INVALID + "; `invalid_time_range`: `ends_at` not after `starts_at`"
+
+
+# -- schema helpers ---------------------------------------------------------------
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    """``schema`` or JSON null, the JSON Schema 2020-12 way (OpenAPI 3.1 has no ``nullable``)."""
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _text(max_len: int = MAX_TEXT, **extra: Any) -> Schema:
+    return {"type": "string", "minLength": 1, "maxLength": max_len, **extra}
+
+
+def _integer(low: int, high: int | None = None, **extra: Any) -> Schema:
+    schema: Schema = {"type": "integer", "minimum": low, **extra}
+    if high is not None:
+        schema["maximum"] = high
+    return schema
+
+
+def _enum(values: type[StrEnum], *, nullable: bool = False) -> Schema:
+    members: list[str | None] = [member.value for member in values]
+    if nullable:
+        return {"type": ["string", "null"], "enum": [*members, None]}
+    return {"type": "string", "enum": members}
+
+
+def _time(description: str | None = None) -> Schema:
+    schema: Schema = {"type": "string", "format": "date-time"}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _object(properties: Schema, required: tuple[str, ...] | None = None, *,
+            closed: bool = False, description: str | None = None) -> Schema:
+    """An object schema; ``required`` defaults to every property (response shapes)."""
+    schema: Schema = {"type": "object", "properties": properties,
+                      "required": list(properties if required is None else required)}
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _body(properties: Schema, required: tuple[str, ...], **kwargs: Any) -> Schema:
+    """A request body: unknown fields are refused (``validation.Body``)."""
+    return _object(properties, required, closed=True, **kwargs)
+
+
+# -- operation helpers ------------------------------------------------------------
+
+
+def _json(schema: Schema) -> Schema:
+    return {"application/json": {"schema": schema}}
+
+
+def _ok(description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": _json(schema)}
+
+
+def _error(codes: str) -> Schema:
+    return {"description": codes, "content": _json(_ref("Error"))}
+
+
+def _path_param(name: str, description: str, *, pattern: bool = True) -> Schema:
+    schema: Schema = {"type": "string"}
+    if pattern:
+        schema["pattern"] = ID_PATTERN
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema}
+
+
+def _query_param(name: str, schema: Schema, description: str, *,
+                 required: bool = False) -> Schema:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema}
+
+
+def _op(operation_id: str, summary: str, tag: str, responses: Schema, *,
+        body: str | None = None, params: tuple[str, ...] = (),
+        query: tuple[Schema, ...] = (), public: bool = False,
+        not_found: str | None = None, conflict: str | None = None,
+        invalid: str | None = _INVALID) -> Schema:
+    """One operation: path parameters by component name, errors by their codes."""
+    operation: Schema = {"operationId": operation_id, "summary": summary, "tags": [tag]}
+    parameters = [{"$ref": f"#/components/parameters/{p}"} for p in params] + list(query)
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": _json(_ref(body))}
+    all_responses = dict(responses)
+    if public:
+        operation["security"] = []
+    else:
+        all_responses["401"] = _error("`unauthorized`: missing or wrong API key")
+    if not_found is not None:
+        all_responses["404"] = _error(f"`not_found`: {not_found}")
+    if conflict is not None:
+        all_responses["409"] = _error(conflict)
+    if invalid is not None:
+        all_responses["422"] = _error(invalid)
+    operation["responses"] = all_responses
+    return operation
+
+
+# -- the document -----------------------------------------------------------------
+
+
+def _schemas() -> Schema:
+    role = _enum(Role)
+    outcome = _enum(Outcome)
+    id_ = _ref("Id")
+    reason = _nullable(_text(description="free text"))
+    window = {"weekday": _integer(0, 6, description="0 = Monday"),
+              "start": {"type": "string", "pattern": CLOCK_PATTERN, "examples": ["09:00"]},
+              "end": {"type": "string", "pattern": CLOCK_OR_MIDNIGHT_PATTERN,
+                      "examples": ["17:00", "24:00"]}}
+    person = {"name": _text(MAX_NAME), "email": _text(254, pattern=EMAIL_PATTERN),
+              "timezone": _text(64, description="IANA time zone name",
+                                examples=["Europe/Oslo"])}
+    professional = {
+        **person,
+        "session_minutes": _integer(5, 480, default=50),
+        "buffer_minutes": _integer(0, 240, default=10),
+        "availability": {"type": "array", "maxItems": MAX_AVAILABILITY, "default": [],
+                         "items": _ref("AvailabilityWindow"),
+                         "description": "Wall-clock windows in `timezone`; end after start."},
+    }
+    block = {"starts_at": _time(), "ends_at": _time(), "reason": reason}
+    credits = {"client_id": id_, "hub_id": _nullable(id_),
+               "balance": _integer(0, description="credits free to book"),
+               "reserved": _integer(0, description="credits held by unsettled bookings")}
+    booking = {"professional_id": id_, "client_id": id_,
+               "starts_at": _time(), "ends_at": _time(),
+               "funding": _enum(Funding), "source": _enum(Source)}
+    party = {"joined": {"type": "boolean"}, "first_joined_at": _nullable(_time()),
+             "present_seconds": _integer(0),
+             "intervals": {"type": "array", "items": _ref("Interval")}}
+    link = {"url": {"type": "string", "format": "uri"}, "expires_at": _time()}
+    event = {"event_id": id_, "booking_id": id_, "role": role, "kind": _enum(EventKind),
+             "at": _time("server clock"), "reason": _nullable(_text(64))}
+    return {
+        "Id": {"type": "string", "pattern": ID_PATTERN,
+               "description": "An identifier chosen by the booking system."},
+        "Error": _object({"error": _object({
+            "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+            "message": {"type": "string"},
+            "field": {"type": ["string", "null"]},
+        })}),
+        "AvailabilityWindow": _body(window, ("weekday", "start", "end")),
+        "ProfessionalInput": _body(professional, ("name", "email", "timezone")),
+        "Professional": _object({"professional_id": id_, **professional}),
+        "BlockInput": _body(block, ("starts_at", "ends_at"),
+                            description="At most 366 days long."),
+        "Block": _object({"block_id": {"type": "string"}, "professional_id": id_, **block}),
+        "ClientInput": _body({**person, "hub_id": _nullable(id_)}, ("name", "email",
+                                                                     "timezone")),
+        "Client": _object({"client_id": id_, **person, "hub_id": _nullable(id_)}),
+        "CreditGrant": _body({"client_id": id_, "credits": _integer(1, 10_000)},
+                             ("client_id", "credits")),
+        "Credits": _object(credits),
+        "BookingInput": _body(booking, tuple(booking), description="At most 24 hours long."),
+        "Booking": _object({"booking_id": id_, **booking, "status": _enum(BookingStatus),
+                            "room_id": {"type": "string"},
+                            "cancellation": _nullable(_ref("Cancellation"))}),
+        "Cancellation": _object({"by": role, "at": _time(), "late": {"type": "boolean"},
+                                 "chargeable": {"type": "boolean"}}),
+        "CancelInput": _body({"by": role, "reason": reason}, ("by",)),
+        "RescheduleInput": _body({"starts_at": _time(), "ends_at": _time(), "by": role},
+                                 ("starts_at", "ends_at", "by")),
+        "JoinLink": _object(link),
+        "Links": _object({"professional": _ref("JoinLink"), "client": _ref("JoinLink")}),
+        "Interval": _object({"from": _time(), "to": _nullable(_time("null: still present"))}),
+        "PartyAttendance": _object(party),
+        "OverrideEntry": _object({"from": _enum(Outcome, nullable=True), "to": outcome,
+                                  "reason": {"type": "string"}, "by": {"type": "string"},
+                                  "at": _time()}),
+        "AttendanceRecord": _object({
+            "booking_id": id_, "status": _enum(RecordStatus),
+            "outcome": _enum(Outcome, nullable=True), "billable": {"type": "boolean"},
+            "payer": _enum(Payer, nullable=True), "rule_version": {"type": "string"},
+            "explanation": {"type": "string"},
+            "parties": _object({"professional": _ref("PartyAttendance"),
+                                "client": _ref("PartyAttendance")}),
+            "together_seconds": _integer(0), "media_connected": {"type": "boolean"},
+            "overrides": {"type": "array", "items": _ref("OverrideEntry"),
+                          "description": "Audit trail, oldest first."},
+        }),
+        "AttendancePage": _object({
+            "items": {"type": "array", "items": _ref("AttendanceRecord")},
+            "next_cursor": {"type": ["string", "null"]},
+        }),
+        "OverrideInput": _body({"outcome": outcome, "reason": _text(),
+                                "by": _nullable(_text(128, description="the author for the "
+                                                      "audit trail; else the caller"))},
+                               ("outcome", "reason")),
+        "AttendanceEvent": _body(event, ("event_id", "booking_id", "role", "kind", "at")),
+        "AttendanceEventBatch": _body({"events": {
+            "type": "array", "minItems": 1, "maxItems": MAX_EVENTS_PER_BATCH,
+            "items": _ref("AttendanceEvent")}}, ("events",)),
+        "IngestResult": _object({"received": _integer(1, MAX_EVENTS_PER_BATCH),
+                                 "stored": _integer(0, MAX_EVENTS_PER_BATCH,
+                                                    description="new, not seen before")}),
+        "Jwk": _object({"kty": {"const": "OKP"}, "crv": {"const": "Ed25519"},
+                        "x": {"type": "string"}, "alg": {"const": "EdDSA"},
+                        "use": {"const": "sig"}, "kid": {"type": "string"}}),
+        "Jwks": _object({"keys": {"type": "array", "items": _ref("Jwk")}}),
+        "Health": _object({"status": {"const": "ok"}}),
+    }
+
+
+def _parameters() -> Schema:
+    return {
+        "ProfessionalId": _path_param("professional_id", "The professional's id."),
+        "ClientId": _path_param("client_id", "The client's id."),
+        "HubId": _path_param("hub_id", "The sponsoring hub's id."),
+        "BookingId": _path_param("booking_id", "The booking's id."),
+        "BlockId": _path_param("block_id", "The id `addBlock` returned.", pattern=False),
+    }
+
+
+def _export_query() -> tuple[Schema, ...]:
+    return (
+        _query_param("from", _time(), "First `starts_at` included.", required=True),
+        _query_param("to", _time(), "First `starts_at` excluded.", required=True),
+        _query_param("hub_id", {"type": "string", "pattern": ID_PATTERN}, "Only this hub."),
+        _query_param("outcome", _enum(Outcome), "Only final records with this outcome."),
+        _query_param("limit", _integer(1, MAX_EXPORT_LIMIT, default=100), "Page size."),
+        _query_param("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
+    )
+
+
+def _paths() -> Schema:
+    booking = _ok("The booking.", _ref("Booking"))
+    record = _ok("The attendance record.", _ref("AttendanceRecord"))
+    unknown_booking = "unknown booking"
+    return {
+        "/api/v1/professionals/{professional_id}": {"put": _op(
+            "putProfessional", "Create or replace a professional.", "people",
+            {"200": _ok("The stored professional.", _ref("Professional"))},
+            body="ProfessionalInput", params=("ProfessionalId",),
+            invalid=_INVALID + "; `invalid_time_range`: an availability window ends too soon")},
+        "/api/v1/professionals/{professional_id}/blocks": {"post": _op(
+            "addBlock", "Block out a professional's time.", "people",
+            {"201": _ok("The block.", _ref("Block"))}, body="BlockInput",
+            params=("ProfessionalId",), not_found="unknown professional",
+            invalid=_INVALID_RANGE)},
+        "/api/v1/professionals/{professional_id}/blocks/{block_id}": {"delete": _op(
+            "deleteBlock", "Remove a block.", "people", {"204": {"description": "Removed."}},
+            params=("ProfessionalId", "BlockId"), not_found="unknown professional or block")},
+        "/api/v1/clients/{client_id}": {"put": _op(
+            "putClient", "Create or replace a client.", "people",
+            {"200": _ok("The stored client.", _ref("Client"))}, body="ClientInput",
+            params=("ClientId",))},
+        "/api/v1/hubs/{hub_id}/credits": {"post": _op(
+            "grantCredits", "Grant sponsored credits to a client of the hub.", "people",
+            {"200": _ok("The client's credits.", _ref("Credits"))}, body="CreditGrant",
+            params=("HubId",), not_found="unknown client",
+            invalid=_INVALID + " (also when the client does not belong to the hub)")},
+        "/api/v1/clients/{client_id}/credits": {"get": _op(
+            "getCredits", "Read a client's sponsored credits.", "people",
+            {"200": _ok("The client's credits.", _ref("Credits"))}, params=("ClientId",),
+            not_found="unknown client")},
+        "/api/v1/bookings/{booking_id}": {
+            "put": _op(
+                "putBooking", "Create a booking (idempotent).", "bookings",
+                {"201": _ok("Created.", _ref("Booking")),
+                 "200": _ok("It already existed with the same content.", _ref("Booking"))},
+                body="BookingInput", params=("BookingId",),
+                not_found="unknown professional or client",
+                conflict="`booking_exists`: other content under this id; `no_credits`: no "
+                         "sponsored credit left; `slot_taken`: overlaps a booking or block",
+                invalid=_INVALID_RANGE),
+            "get": _op("getBooking", "Read a booking.", "bookings", {"200": booking},
+                       params=("BookingId",), not_found=unknown_booking),
+        },
+        "/api/v1/bookings/{booking_id}/cancel": {"post": _op(
+            "cancelBooking", "Cancel a booking (idempotent).", "bookings", {"200": booking},
+            body="CancelInput", params=("BookingId",), not_found=unknown_booking,
+            conflict="`not_modifiable`: the session has already ended")},
+        "/api/v1/bookings/{booking_id}/reschedule": {"post": _op(
+            "rescheduleBooking", "Move a hub booking to another time.", "bookings",
+            {"200": booking}, body="RescheduleInput", params=("BookingId",),
+            not_found=unknown_booking, invalid=_INVALID_RANGE,
+            conflict="`not_modifiable`: not a hub booking, or the session has ended; "
+                     "`booking_cancelled`; `slot_taken`: the new time is not free")},
+        "/api/v1/bookings/{booking_id}/links": {"post": _op(
+            "issueLinks", "Issue fresh join links for both parties.", "bookings",
+            {"200": _ok("One join link per party.", _ref("Links"))}, params=("BookingId",),
+            not_found=unknown_booking, conflict="`booking_cancelled`")},
+        "/api/v1/bookings/{booking_id}/attendance": {"get": _op(
+            "getAttendance", "Read a booking's attendance record.", "attendance",
+            {"200": record}, params=("BookingId",), not_found=unknown_booking)},
+        "/api/v1/attendance": {"get": _op(
+            "exportAttendance", "Export attendance records by booking start (billing).",
+            "attendance", {"200": _ok("One page, ordered by `starts_at`.",
+                                      _ref("AttendancePage"))},
+            query=_export_query(),
+            invalid=_INVALID + " (also an unknown query parameter or a foreign `cursor`); "
+                               "`invalid_time_range`: `to` not after `from`")},
+        "/api/v1/bookings/{booking_id}/attendance/override": {"post": _op(
+            "overrideAttendance", "Override an attendance outcome, with an audit entry.",
+            "attendance", {"200": record}, body="OverrideInput", params=("BookingId",),
+            not_found=unknown_booking)},
+        "/api/v1/attendance/events": {"post": _op(
+            "ingestAttendanceEvents", "Ingest attendance events from signalling nodes.",
+            "attendance", {"200": _ok("How many were received and newly stored.",
+                                      _ref("IngestResult"))},
+            body="AttendanceEventBatch", not_found=unknown_booking)},
+        "/.well-known/jwks.json": {"get": _op(
+            "getJwks", "Public keys that verify join tokens.", "operations",
+            {"200": _ok("The JSON Web Key Set.", _ref("Jwks"))}, public=True, invalid=None)},
+        "/healthz": {"get": _op(
+            "getHealth", "Liveness check.", "operations",
+            {"200": _ok("Alive.", _ref("Health"))}, public=True, invalid=None)},
+        "/metrics": {"get": _op(
+            "getMetrics", "Prometheus metrics.", "operations",
+            {"200": {"description": "Prometheus text exposition format.",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            public=True, invalid=None)},
+        "/api/v1/openapi.json": {"get": _op(
+            "getOpenapi", "This OpenAPI document.", "operations",
+            {"200": _ok("The OpenAPI 3.1 document.", {"type": "object"})},
+            public=True, invalid=None)},
+    }
+
+
+def openapi_document(public_url: str) -> dict[str, Any]:
+    """The OpenAPI 3.1.0 document of the booking gate served at ``public_url``."""
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "CareCall booking gate",
+            "version": API_VERSION,
+            "description": "Bookings, join links and attendance for CareCall video sessions. "
+                           "Times are RFC 3339 with an offset and returned in UTC.",
+        },
+        "servers": [{"url": public_url.rstrip("/")}],
+        "security": [{"apiKey": []}],
+        "tags": [{"name": name} for name in ("people", "bookings", "attendance", "operations")],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {"apiKey": {
+                "type": "http", "scheme": "bearer",
+                "description": "The booking system's API key as a bearer token."}},
+            "parameters": _parameters(),
+            "schemas": _schemas(),
+        },
+    }

@@ -1,0 +1,397 @@
+"""Attendance outcome rules: pure, versioned, no I/O.
+
+Invariants:
+
+- every datetime taken or returned is timezone-aware UTC, and the current time
+  is always passed in as ``now``: time is the server's clock, never a peer's;
+- the same booking, events, ``now`` and windows always give the same record;
+- a party with any interval inside the booking's window joined, however
+  briefly or late (even for zero seconds): it is never reported as a no-show;
+- a ``pending`` record has no outcome, is not billable and has no payer.
+
+Rules (``RULE_VERSION``), for the booking's window
+``[starts_at - join_early, ends_at + overrun]``::
+
+    situation                                outcome               billable  sponsored credit
+    cancelled by the client < 24 h ahead     late_cancellation     yes       consumed
+    any other cancellation                   cancelled             no        released
+    both joined, media connected             completed             yes       consumed
+    both joined, media never connected       technical_failure     no        released
+    only the professional joined             client_no_show        yes       consumed
+    only the client joined                   professional_no_show  no        released
+    neither joined                           both_no_show          no        released
+
+A billable session is paid by the sponsor when sponsored and by the client when
+private; private bookings hold no credit. A booking that is not cancelled is
+``pending`` until ``ends_at + overrun``, or until ``ends_at`` has passed with
+both parties joined and gone.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from booking_gate.model import (
+    AttendanceEvent,
+    Booking,
+    BookingId,
+    BookingStatus,
+    Cancellation,
+    EventKind,
+    Funding,
+    Outcome,
+    Payer,
+    RecordStatus,
+    Role,
+)
+
+RULE_VERSION = "carecall-rules/1"
+LATE_CANCELLATION_NOTICE = timedelta(hours=24)
+
+_BILLABLE = frozenset({Outcome.COMPLETED, Outcome.CLIENT_NO_SHOW, Outcome.LATE_CANCELLATION})
+
+_ONE_SECOND = timedelta(seconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    join_early: timedelta
+    overrun: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    start: datetime
+    end: datetime | None  # None: still present
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from": format_time(self.start),
+            "to": None if self.end is None else format_time(self.end),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PartyAttendance:
+    joined: bool
+    first_joined_at: datetime | None
+    present_seconds: int
+    intervals: tuple[Interval, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "joined": self.joined,
+            "first_joined_at": (
+                None if self.first_joined_at is None else format_time(self.first_joined_at)
+            ),
+            "present_seconds": self.present_seconds,
+            "intervals": [interval.to_json() for interval in self.intervals],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttendanceRecord:
+    booking_id: BookingId
+    status: RecordStatus
+    outcome: Outcome | None
+    billable: bool
+    payer: Payer | None
+    rule_version: str
+    explanation: str
+    professional: PartyAttendance
+    client: PartyAttendance
+    together_seconds: int
+    media_connected: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The attendance record exactly as CONTRACT.md section 3 shapes it."""
+        return {
+            "booking_id": self.booking_id,
+            "status": self.status.value,
+            "outcome": None if self.outcome is None else self.outcome.value,
+            "billable": self.billable,
+            "payer": None if self.payer is None else self.payer.value,
+            "rule_version": self.rule_version,
+            "explanation": self.explanation,
+            "parties": {
+                Role.PROFESSIONAL.value: self.professional.to_json(),
+                Role.CLIENT.value: self.client.to_json(),
+            },
+            "together_seconds": self.together_seconds,
+            "media_connected": self.media_connected,
+        }
+
+
+class CreditEffect(enum.StrEnum):
+    NONE = "none"
+    CONSUME = "consume"
+    RELEASE = "release"
+
+
+def format_time(dt: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC ending in ``Z``.
+
+    Fractional seconds appear only when the microseconds are not zero.
+    """
+    if dt.utcoffset() is None:
+        raise ValueError(f"naive datetime {dt.isoformat()} has no time zone")
+    utc = dt.astimezone(UTC)
+    timespec = "microseconds" if utc.microsecond else "seconds"
+    return utc.isoformat(timespec=timespec).removesuffix("+00:00") + "Z"
+
+
+def billing_for(outcome: Outcome, funding: Funding) -> tuple[bool, Payer | None]:
+    """Whether ``outcome`` is billable and who pays: ``(billable, payer)``."""
+    if outcome not in _BILLABLE:
+        return False, None
+    return True, Payer.SPONSOR if funding is Funding.SPONSORED else Payer.CLIENT
+
+
+def credit_effect(outcome: Outcome, funding: Funding) -> CreditEffect:
+    """What ``outcome`` does to the sponsored credit the booking reserved."""
+    if funding is Funding.PRIVATE:
+        return CreditEffect.NONE
+    return CreditEffect.CONSUME if outcome in _BILLABLE else CreditEffect.RELEASE
+
+
+def cancellation_terms(booking: Booking, by: Role, at: datetime) -> tuple[bool, bool]:
+    """``(late, chargeable)`` for ``booking`` cancelled by ``by`` at ``at``.
+
+    ``late`` when less than ``LATE_CANCELLATION_NOTICE`` (24 h) remains before
+    ``starts_at``. Only a late cancellation by the client is ``chargeable``.
+    This deliberately narrows a literal reading of the contract ("a late
+    cancellation of a hub booking is chargeable"): a professional who cancels
+    late must never make the client or the sponsor pay.
+    """
+    _require_aware(at, "at")
+    late = booking.starts_at - at < LATE_CANCELLATION_NOTICE
+    return late, late and by is Role.CLIENT
+
+
+def explain(
+    outcome: Outcome | None,
+    funding: Funding,
+    *,
+    cancellation: Cancellation | None = None,
+    final_at: datetime | None = None,
+) -> str:
+    """One human sentence saying why a record has ``outcome`` and what it costs.
+
+    ``outcome`` None is a pending record; ``final_at`` then says when it will be
+    final at the latest. ``cancellation`` details the two cancelled outcomes.
+    """
+    if outcome is None:
+        if final_at is None:
+            return "The outcome is decided after the session."
+        return (
+            "The outcome is decided after the session; this record becomes final"
+            f" at {format_time(final_at)} at the latest."
+        )
+    if outcome in (Outcome.LATE_CANCELLATION, Outcome.CANCELLED):
+        situation = _cancellation_situation(cancellation)
+    else:
+        situation = _ATTENDANCE_SITUATIONS[outcome]
+    return f"{situation}, so {_consequence(outcome, funding)}."
+
+
+def evaluate(
+    booking: Booking,
+    events: Sequence[AttendanceEvent],
+    now: datetime,
+    windows: Windows,
+) -> AttendanceRecord:
+    """The attendance record of ``booking`` from its ``events``, as of ``now``.
+
+    Events of other bookings are ignored; the rest are replayed in
+    ``(at, event_id)`` order, so the order they are given in does not matter.
+    """
+    _require_aware(now, "now")
+    window_start = booking.starts_at - windows.join_early
+    window_end = booking.ends_at + windows.overrun
+    # Someone still in the room counts until now, but never beyond the window.
+    horizon = min(now, window_end)
+    ordered = sorted(
+        (event for event in events if event.booking_id == booking.booking_id),
+        key=lambda event: (event.at, event.event_id),
+    )
+    professional = _party(ordered, Role.PROFESSIONAL, window_start, window_end, horizon)
+    client = _party(ordered, Role.CLIENT, window_start, window_end, horizon)
+    together = sum(
+        (
+            _overlap(mine, theirs, horizon)
+            for mine in professional.intervals
+            for theirs in client.intervals
+        ),
+        timedelta(),
+    )
+    media_connected = any(
+        event.kind is EventKind.MEDIA_CONNECTED and window_start <= event.at <= window_end
+        for event in ordered
+    )
+
+    status = RecordStatus.FINAL
+    outcome: Outcome | None
+    if booking.status is BookingStatus.CANCELLED or booking.cancellation is not None:
+        chargeable = booking.cancellation is not None and booking.cancellation.chargeable
+        outcome = Outcome.LATE_CANCELLATION if chargeable else Outcome.CANCELLED
+    elif now >= window_end or (
+        now >= booking.ends_at
+        and professional.joined
+        and client.joined
+        and not _still_present(professional)
+        and not _still_present(client)
+    ):
+        outcome = _attendance_outcome(professional.joined, client.joined, media_connected)
+    else:
+        status = RecordStatus.PENDING
+        outcome = None
+
+    billable, payer = (False, None) if outcome is None else billing_for(outcome, booking.funding)
+    return AttendanceRecord(
+        booking_id=booking.booking_id,
+        status=status,
+        outcome=outcome,
+        billable=billable,
+        payer=payer,
+        rule_version=RULE_VERSION,
+        explanation=explain(
+            outcome, booking.funding, cancellation=booking.cancellation, final_at=window_end
+        ),
+        professional=professional,
+        client=client,
+        together_seconds=_whole_seconds(together),
+        media_connected=media_connected,
+    )
+
+
+def overridden(
+    record: AttendanceRecord, outcome: Outcome, funding: Funding, reason: str
+) -> AttendanceRecord:
+    """``record`` with ``outcome`` imposed by a person, final, billed accordingly."""
+    billable, payer = billing_for(outcome, funding)
+    reason = reason.strip().rstrip(".")
+    explanation = f"Outcome set to {outcome.value} by an override"
+    explanation += f": {reason}." if reason else "."
+    return replace(
+        record,
+        status=RecordStatus.FINAL,
+        outcome=outcome,
+        billable=billable,
+        payer=payer,
+        explanation=explanation,
+    )
+
+
+_ATTENDANCE_SITUATIONS = {
+    Outcome.COMPLETED: "Both parties joined and the media connected",
+    Outcome.TECHNICAL_FAILURE: "Both parties joined but the media never connected",
+    Outcome.CLIENT_NO_SHOW: "The professional joined but the client never did",
+    Outcome.PROFESSIONAL_NO_SHOW: "The client joined but the professional never did",
+    Outcome.BOTH_NO_SHOW: "Neither party joined",
+}
+
+
+def _cancellation_situation(cancellation: Cancellation | None) -> str:
+    if cancellation is None:
+        return "The booking was cancelled"
+    who = f"The {cancellation.by.value}"
+    if cancellation.chargeable:
+        return f"{who} cancelled less than 24 hours before the start"
+    if not cancellation.late:
+        return f"{who} cancelled 24 hours or more before the start"
+    if cancellation.by is Role.PROFESSIONAL:
+        return f"{who} cancelled less than 24 hours before the start, which is never charged"
+    return f"{who} cancelled without charge"
+
+
+def _consequence(outcome: Outcome, funding: Funding) -> str:
+    billable, payer = billing_for(outcome, funding)
+    billing = (
+        f"the session is billable to the {payer}" if billable else "the session is not billable"
+    )
+    effect = credit_effect(outcome, funding)
+    if effect is CreditEffect.CONSUME:
+        return f"{billing} and the credit is consumed"
+    if effect is CreditEffect.RELEASE:
+        return f"{billing} and the credit is released"
+    return billing
+
+
+def _attendance_outcome(professional: bool, client: bool, media_connected: bool) -> Outcome:
+    if professional and client:
+        return Outcome.COMPLETED if media_connected else Outcome.TECHNICAL_FAILURE
+    if professional:
+        return Outcome.CLIENT_NO_SHOW
+    if client:
+        return Outcome.PROFESSIONAL_NO_SHOW
+    return Outcome.BOTH_NO_SHOW
+
+
+def _party(
+    events: Sequence[AttendanceEvent],
+    role: Role,
+    window_start: datetime,
+    window_end: datetime,
+    horizon: datetime,
+) -> PartyAttendance:
+    raw: list[Interval] = []
+    opened: datetime | None = None
+    for event in events:
+        if event.role is not role:
+            continue
+        if event.kind is EventKind.JOINED and opened is None:
+            opened = event.at
+        elif event.kind is EventKind.LEFT and opened is not None:
+            raw.append(Interval(opened, event.at))
+            opened = None
+    if opened is not None:
+        raw.append(Interval(opened, None))
+
+    intervals = tuple(
+        clipped
+        for interval in raw
+        if (clipped := _clip(interval, window_start, window_end)) is not None
+    )
+    present = sum((_length(interval, horizon) for interval in intervals), timedelta())
+    return PartyAttendance(
+        joined=bool(intervals),
+        first_joined_at=intervals[0].start if intervals else None,
+        present_seconds=_whole_seconds(present),
+        intervals=intervals,
+    )
+
+
+def _clip(interval: Interval, window_start: datetime, window_end: datetime) -> Interval | None:
+    # Inclusive bounds: a zero-length stay at either edge of the window counts.
+    if interval.start > window_end or (interval.end is not None and interval.end < window_start):
+        return None
+    end = None if interval.end is None else min(interval.end, window_end)
+    return Interval(max(interval.start, window_start), end)
+
+
+def _length(interval: Interval, horizon: datetime) -> timedelta:
+    end = horizon if interval.end is None else interval.end
+    return max(end - interval.start, timedelta())
+
+
+def _overlap(a: Interval, b: Interval, horizon: datetime) -> timedelta:
+    a_end = horizon if a.end is None else a.end
+    b_end = horizon if b.end is None else b.end
+    return max(min(a_end, b_end) - max(a.start, b.start), timedelta())
+
+
+def _still_present(party: PartyAttendance) -> bool:
+    return any(interval.end is None for interval in party.intervals)
+
+
+def _whole_seconds(duration: timedelta) -> int:
+    return duration // _ONE_SECOND
+
+
+def _require_aware(dt: datetime, name: str) -> None:
+    if dt.utcoffset() is None:
+        raise ValueError(f"'{name}' must be timezone-aware (got {dt.isoformat()})")

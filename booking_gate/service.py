@@ -1,0 +1,418 @@
+"""The gate's use cases: what each API call does, independent of HTTP.
+
+Validation happens first (``validation``), rules are pure (``rules``), and every state
+change is one store transaction. Listeners hear when a room must be locked (a booking
+cancelled or rescheduled) so signalling can close its sockets at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from booking_gate import rules
+from booking_gate.errors import Conflict, InvalidRequest, NotFound
+from booking_gate.model import (
+    AttendanceEvent,
+    Booking,
+    BookingId,
+    BookingStatus,
+    Cancellation,
+    Client,
+    ClientId,
+    CreditAccount,
+    CreditState,
+    EventId,
+    EventKind,
+    Funding,
+    HubId,
+    NewBooking,
+    Outcome,
+    Professional,
+    ProfessionalId,
+    Role,
+    RoomId,
+    Source,
+)
+from booking_gate.rules import CreditEffect, Windows, format_time
+from booking_gate.store import Store
+from booking_gate.tokens import TokenIssuer, join_url
+from booking_gate.validation import (
+    Body,
+    parse_availability,
+    parse_id,
+    parse_time,
+    parse_timezone,
+    time_range,
+)
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+RoomLockListener = Callable[[RoomId, str], Awaitable[None]]
+
+MAX_EVENTS_PER_BATCH = 500
+MAX_EXPORT_LIMIT = 500
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _credit_target(outcome: Outcome, funding: Funding) -> CreditState:
+    effect = rules.credit_effect(outcome, funding)
+    if effect is CreditEffect.CONSUME:
+        return CreditState.CONSUMED
+    if effect is CreditEffect.RELEASE:
+        return CreditState.RELEASED
+    return CreditState.NONE
+
+
+def booking_json(booking: Booking) -> dict[str, Any]:
+    cancellation = None
+    if booking.cancellation is not None:
+        c = booking.cancellation
+        cancellation = {"by": c.by.value, "at": format_time(c.at), "late": c.late,
+                        "chargeable": c.chargeable}
+    return {
+        "booking_id": booking.booking_id, "professional_id": booking.professional_id,
+        "client_id": booking.client_id, "starts_at": format_time(booking.starts_at),
+        "ends_at": format_time(booking.ends_at), "funding": booking.funding.value,
+        "source": booking.source.value, "status": booking.status.value,
+        "room_id": booking.room_id, "cancellation": cancellation,
+    }
+
+
+def professional_json(p: Professional) -> dict[str, Any]:
+    return {"professional_id": p.professional_id, "name": p.name, "email": p.email,
+            "timezone": p.timezone, "session_minutes": p.session_minutes,
+            "buffer_minutes": p.buffer_minutes, "availability": list(p.availability)}
+
+
+def client_json(c: Client) -> dict[str, Any]:
+    return {"client_id": c.client_id, "name": c.name, "email": c.email,
+            "timezone": c.timezone, "hub_id": c.hub_id}
+
+
+def credits_json(account: CreditAccount) -> dict[str, Any]:
+    return {"client_id": account.client_id, "hub_id": account.hub_id,
+            "balance": account.balance, "reserved": account.reserved}
+
+
+def _encode_cursor(booking: Booking) -> str:
+    raw = json.dumps([format_time(booking.starts_at), booking.booking_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        starts, booking_id = json.loads(raw)
+        return parse_time(starts, "cursor"), parse_id(booking_id, "cursor")
+    except (ValueError, TypeError, binascii.Error, InvalidRequest):
+        raise InvalidRequest("'cursor' is not a cursor this API returned", field="cursor") from None
+
+
+class GateService:
+    def __init__(self, store: Store, tokens: TokenIssuer, public_url: str, windows: Windows,
+                 clock: Clock = utc_now) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.public_url = public_url
+        self.windows = windows
+        self.clock = clock
+        self.room_lock_listeners: list[RoomLockListener] = []
+
+    # -- people ------------------------------------------------------------------
+
+    async def put_professional(self, professional_id: str, data: object) -> dict[str, Any]:
+        pid = parse_id(professional_id, "professional_id")
+        body = Body(data, {"name", "email", "timezone", "session_minutes", "buffer_minutes",
+                           "availability"})
+        professional = Professional(
+            professional_id=ProfessionalId(pid), name=body.req_text("name", max_len=200),
+            email=body.email(), timezone=parse_timezone(body.data.get("timezone")),
+            session_minutes=body.integer("session_minutes", low=5, high=480, default=50),
+            buffer_minutes=body.integer("buffer_minutes", low=0, high=240, default=10),
+            availability=tuple(w.to_json() for w in parse_availability(
+                body.data.get("availability", []))),
+            updated_at=self.clock(),
+        )
+        return professional_json(await self.store.put_professional(professional))
+
+    async def _professional(self, professional_id: str) -> Professional:
+        professional = await self.store.get_professional(parse_id(professional_id,
+                                                                  "professional_id"))
+        if professional is None:
+            raise NotFound(f"unknown professional '{professional_id}'", field="professional_id")
+        return professional
+
+    async def add_block(self, professional_id: str, data: object) -> dict[str, Any]:
+        await self._professional(professional_id)
+        body = Body(data, {"starts_at", "ends_at", "reason"})
+        starts_at, ends_at = time_range(body, max_hours=24 * 366)
+        reason = body.text("reason", required=False)
+        block = await self.store.add_block(professional_id, starts_at, ends_at, reason,
+                                           self.clock())
+        return {"block_id": block.block_id, "professional_id": block.professional_id,
+                "starts_at": format_time(starts_at), "ends_at": format_time(ends_at),
+                "reason": reason}
+
+    async def delete_block(self, professional_id: str, block_id: str) -> None:
+        await self._professional(professional_id)
+        if not await self.store.delete_block(professional_id, block_id[:64]):
+            raise NotFound(f"unknown block '{block_id[:64]}'", field="block_id")
+
+    async def put_client(self, client_id: str, data: object) -> dict[str, Any]:
+        cid = parse_id(client_id, "client_id")
+        body = Body(data, {"name", "email", "timezone", "hub_id"})
+        hub = body.ident("hub_id", required=False)
+        client = Client(
+            client_id=ClientId(cid), name=body.req_text("name", max_len=200), email=body.email(),
+            timezone=parse_timezone(body.data.get("timezone")),
+            hub_id=HubId(hub) if hub else None, updated_at=self.clock(),
+        )
+        return client_json(await self.store.put_client(client))
+
+    async def _client(self, client_id: str, field: str = "client_id") -> Client:
+        client = await self.store.get_client(parse_id(client_id, field))
+        if client is None:
+            raise NotFound(f"unknown client '{client_id}'", field=field)
+        return client
+
+    async def grant_credits(self, hub_id: str, data: object) -> dict[str, Any]:
+        hub = parse_id(hub_id, "hub_id")
+        body = Body(data, {"client_id", "credits"})
+        client_id = body.req_ident("client_id")
+        credits = body.integer("credits", low=1, high=10_000)
+        client = await self._client(client_id)
+        if client.hub_id != hub:
+            raise InvalidRequest(
+                f"client '{client_id}' does not belong to hub '{hub}'", field="client_id")
+        return credits_json(await self.store.grant_credits(hub, client_id, credits,
+                                                           self.clock()))
+
+    async def get_credits(self, client_id: str) -> dict[str, Any]:
+        return credits_json(await self.store.get_credits(await self._client(client_id)))
+
+    # -- bookings ----------------------------------------------------------------
+
+    async def put_booking(self, booking_id: str, data: object) -> tuple[dict[str, Any], bool]:
+        bid = parse_id(booking_id, "booking_id")
+        body = Body(data, {"professional_id", "client_id", "starts_at", "ends_at", "funding",
+                           "source"})
+        new = NewBooking(
+            booking_id=BookingId(bid),
+            professional_id=ProfessionalId(body.req_ident("professional_id")),
+            client_id=ClientId(body.req_ident("client_id")),
+            starts_at=time_range(body)[0], ends_at=time_range(body)[1],
+            funding=body.choice("funding", Funding), source=body.choice("source", Source),
+        )
+        booking, created = await self.store.create_booking(new, self.clock())
+        if created:
+            logger.info("booking created", extra={"booking_id": bid})
+        return booking_json(booking), created
+
+    async def _booking(self, booking_id: str) -> Booking:
+        booking = await self.store.get_booking(parse_id(booking_id, "booking_id"))
+        if booking is None:
+            raise NotFound(f"unknown booking '{booking_id}'", field="booking_id")
+        return booking
+
+    async def get_booking(self, booking_id: str) -> dict[str, Any]:
+        return booking_json(await self._booking(booking_id))
+
+    def _refuse_if_over(self, booking: Booking, now: datetime) -> None:
+        if now >= booking.ends_at:
+            raise Conflict("the session has already ended", code="not_modifiable", field=None)
+
+    async def cancel(self, booking_id: str, data: object) -> dict[str, Any]:
+        booking = await self._booking(booking_id)
+        body = Body(data, {"by", "reason"})
+        by = body.choice("by", Role)
+        reason = body.text("reason", required=False)
+        if booking.status is BookingStatus.CANCELLED:
+            return booking_json(booking)  # idempotent: a retried cancel changes nothing
+        now = self.clock()
+        self._refuse_if_over(booking, now)
+        late, chargeable = rules.cancellation_terms(booking, by, now)
+        outcome = Outcome.LATE_CANCELLATION if chargeable else Outcome.CANCELLED
+        booking, changed = await self.store.cancel(
+            booking.booking_id, Cancellation(by, now, late, chargeable, reason),
+            _credit_target(outcome, booking.funding))
+        if changed:
+            logger.info("booking cancelled", extra={"booking_id": booking.booking_id})
+            await self._record(booking, now)
+            await self._lock_room(booking.room_id, "booking_cancelled")
+        return booking_json(booking)
+
+    async def reschedule(self, booking_id: str, data: object) -> dict[str, Any]:
+        booking = await self._booking(booking_id)
+        body = Body(data, {"starts_at", "ends_at", "by"})
+        starts_at, ends_at = time_range(body)
+        body.choice("by", Role)
+        if booking.status is BookingStatus.CANCELLED:
+            raise Conflict("the booking is cancelled", code="booking_cancelled", field=None)
+        if booking.source is not Source.HUB:
+            raise Conflict("only hub bookings can be rescheduled; cancel this one instead",
+                           code="not_modifiable", field=None)
+        now = self.clock()
+        self._refuse_if_over(booking, now)
+        updated = await self.store.reschedule(booking.booking_id, starts_at, ends_at, now)
+        logger.info("booking rescheduled", extra={"booking_id": booking.booking_id})
+        await self._lock_room(booking.room_id, "booking_rescheduled")
+        return booking_json(updated)
+
+    async def links(self, booking_id: str) -> dict[str, Any]:
+        booking = await self._booking(booking_id)
+        if booking.status is BookingStatus.CANCELLED:
+            raise Conflict("the booking is cancelled", code="booking_cancelled", field=None)
+        now = self.clock()
+        result = {}
+        for role in Role:
+            issued = self.tokens.issue(booking, role, now)
+            result[role.value] = {"url": join_url(self.public_url, booking.room_id, issued.token),
+                                  "expires_at": format_time(issued.expires_at)}
+        return result
+
+    async def _lock_room(self, room_id: RoomId, reason: str) -> None:
+        for listener in self.room_lock_listeners:
+            try:
+                await listener(room_id, reason)
+            except Exception:
+                logger.exception("a room lock listener failed")
+
+    async def room_booking(self, room_id: str) -> Booking | None:
+        """The booking behind a room, for admission checks by signalling."""
+        return await self.store.get_booking_by_room(room_id)
+
+    # -- attendance --------------------------------------------------------------
+
+    async def ingest(self, events: Sequence[AttendanceEvent]) -> int:
+        """Append attendance events (idempotent by event id); returns how many were new."""
+        known = {e.booking_id for e in events}
+        for booking_id in known:
+            if await self.store.get_booking(booking_id) is None:
+                raise NotFound(f"unknown booking '{booking_id}'", field="booking_id")
+        return await self.store.add_events(events)
+
+    async def ingest_json(self, data: object) -> dict[str, Any]:
+        body = Body(data, {"events"})
+        raw = body.data.get("events")
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_EVENTS_PER_BATCH:
+            raise InvalidRequest(
+                f"'events' must be a list of 1 to {MAX_EVENTS_PER_BATCH} events", field="events")
+        events = []
+        for index, item in enumerate(raw):
+            event = Body(item, {"event_id", "booking_id", "role", "kind", "at", "reason"})
+            try:
+                events.append(AttendanceEvent(
+                    event_id=EventId(event.req_ident("event_id")),
+                    booking_id=BookingId(event.req_ident("booking_id")),
+                    role=event.choice("role", Role), kind=event.choice("kind", EventKind),
+                    at=event.time("at"), reason=event.text("reason", max_len=64, required=False),
+                ))
+            except InvalidRequest as error:
+                error.field = f"events[{index}].{error.field}"
+                raise
+        stored = await self.ingest(events)
+        return {"received": len(events), "stored": stored}
+
+    async def _record(self, booking: Booking, now: datetime,
+                      events: Sequence[AttendanceEvent] | None = None,
+                      stored: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The booking's attendance record, finalising (and settling credit) when due."""
+        if stored is not None:
+            return stored
+        if events is None:
+            events = (await self.store.events_for([booking.booking_id]))[booking.booking_id]
+        record = rules.evaluate(booking, events, now, self.windows)
+        if record.outcome is None:
+            return record.to_json()
+        return await self.store.finalize(
+            booking.booking_id, record.outcome.value, record.to_json(),
+            _credit_target(record.outcome, booking.funding), now)
+
+    async def attendance(self, booking_id: str) -> dict[str, Any]:
+        booking = await self._booking(booking_id)
+        stored = (await self.store.records_for([booking.booking_id])).get(booking.booking_id)
+        record = await self._record(booking, self.clock(), stored=stored)
+        record["overrides"] = self._audit_json(
+            (await self.store.overrides_for([booking.booking_id]))[booking.booking_id])
+        return record
+
+    @staticmethod
+    def _audit_json(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**entry, "at": format_time(entry["at"])} for entry in entries]
+
+    async def override(self, booking_id: str, data: object, by: str) -> dict[str, Any]:
+        booking = await self._booking(booking_id)
+        body = Body(data, {"outcome", "reason", "by"})
+        outcome = body.choice("outcome", Outcome)
+        reason = body.req_text("reason")
+        author = body.text("by", max_len=128, required=False) or by
+        now = self.clock()
+        current = await self.attendance(booking_id)
+        events = (await self.store.events_for([booking.booking_id]))[booking.booking_id]
+        base = rules.evaluate(booking, events, now, self.windows)
+        record = rules.overridden(base, outcome, booking.funding, reason).to_json()
+        await self.store.override(booking.booking_id, current["outcome"], record,
+                                  _credit_target(outcome, booking.funding), reason, author, now)
+        logger.info("attendance overridden", extra={"booking_id": booking.booking_id})
+        return await self.attendance(booking_id)
+
+    async def export(self, query: dict[str, str]) -> dict[str, Any]:
+        allowed = {"from", "to", "hub_id", "outcome", "limit", "cursor"}
+        for key in query:
+            if key not in allowed:
+                raise InvalidRequest(f"unknown query parameter '{key}'", field=key)
+        if "from" not in query or "to" not in query:
+            field = "from" if "from" not in query else "to"
+            raise InvalidRequest(f"'{field}' is required", field=field)
+        start, end = parse_time(query["from"], "from"), parse_time(query["to"], "to")
+        if end <= start:
+            raise InvalidRequest("'to' must be after 'from'", code="invalid_time_range",
+                                 field="to")
+        hub_id = parse_id(query["hub_id"], "hub_id") if query.get("hub_id") else None
+        outcome = None
+        if query.get("outcome"):
+            outcome = Body({"outcome": query["outcome"]}, {"outcome"}).choice("outcome", Outcome)
+        try:
+            limit = int(query.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_EXPORT_LIMIT:
+            raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_EXPORT_LIMIT}",
+                                 field="limit")
+        after = _decode_cursor(query["cursor"]) if query.get("cursor") else None
+        if outcome is not None:
+            await self.finalize_due()
+        page = await self.store.export_page(start, end, hub_id, outcome and outcome.value,
+                                            after, limit + 1)
+        more, page = len(page) > limit, page[:limit]
+        ids = [b.booking_id for b in page]
+        stored = await self.store.records_for(ids)
+        events = await self.store.events_for([i for i in ids if i not in stored])
+        audits = await self.store.overrides_for(ids)
+        now = self.clock()
+        items = []
+        for booking in page:
+            record = await self._record(booking, now, events.get(booking.booking_id),
+                                        stored.get(booking.booking_id))
+            record["overrides"] = self._audit_json(audits[booking.booking_id])
+            items.append(record)
+        return {"items": items, "next_cursor": _encode_cursor(page[-1]) if more else None}
+
+    async def finalize_due(self) -> int:
+        """Finalise every record whose outcome can be decided now; returns how many."""
+        now = self.clock()
+        done = 0
+        for booking in await self.store.due_for_finalization(now, limit=500):
+            record = await self._record(booking, now)
+            done += record["status"] == "final"
+        return done

@@ -1,0 +1,557 @@
+"""The gate's storage adapter: SQLAlchemy Core over SQLite or PostgreSQL.
+
+Thin by design: it maps rows to ``model`` records and runs each state change in one
+transaction. What a change should be (late or not, consume or release) is decided by
+the pure modules and passed in. Overlaps are refused by the database itself as well
+as checked here, so a race between two requests cannot double-book.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from booking_gate.db import schema as t
+from booking_gate.errors import Conflict, NotFound
+from booking_gate.model import (
+    AttendanceEvent,
+    Block,
+    Booking,
+    BookingId,
+    BookingStatus,
+    Cancellation,
+    Client,
+    ClientId,
+    CreditAccount,
+    CreditState,
+    EventId,
+    EventKind,
+    Funding,
+    HubId,
+    NewBooking,
+    Professional,
+    ProfessionalId,
+    Role,
+    RoomId,
+    Source,
+)
+from booking_gate.tokens import new_room_id
+
+logger = logging.getLogger(__name__)
+
+
+def _slot_taken() -> Conflict:
+    return Conflict(
+        "the professional already has a booking or a block at that time",
+        code="slot_taken", field="starts_at",
+    )
+
+
+def _is_overlap_violation(error: IntegrityError) -> bool:
+    text = str(error.orig)
+    return "bookings_no_overlap" in text or "slot_taken" in text
+
+
+def _booking(row: Any) -> Booking:
+    cancellation = None
+    if row.cancelled_at is not None:
+        cancellation = Cancellation(
+            by=Role(row.cancelled_by), at=row.cancelled_at, late=bool(row.cancel_late),
+            chargeable=bool(row.cancel_chargeable), reason=row.cancel_reason,
+        )
+    return Booking(
+        booking_id=BookingId(row.booking_id), professional_id=ProfessionalId(row.professional_id),
+        client_id=ClientId(row.client_id), hub_id=HubId(row.hub_id) if row.hub_id else None,
+        starts_at=row.starts_at, ends_at=row.ends_at, funding=Funding(row.funding),
+        source=Source(row.source), status=BookingStatus(row.status), room_id=RoomId(row.room_id),
+        created_at=row.created_at, changed_at=row.changed_at, cancellation=cancellation,
+    )
+
+
+def _professional(row: Any) -> Professional:
+    return Professional(
+        professional_id=ProfessionalId(row.professional_id), name=row.name, email=row.email,
+        timezone=row.timezone, session_minutes=row.session_minutes,
+        buffer_minutes=row.buffer_minutes, availability=tuple(json.loads(row.availability)),
+        updated_at=row.updated_at,
+    )
+
+
+def _client(row: Any) -> Client:
+    return Client(
+        client_id=ClientId(row.client_id), name=row.name, email=row.email,
+        timezone=row.timezone, hub_id=HubId(row.hub_id) if row.hub_id else None,
+        updated_at=row.updated_at,
+    )
+
+
+def _block(row: Any) -> Block:
+    return Block(
+        block_id=row.block_id, professional_id=ProfessionalId(row.professional_id),
+        starts_at=row.starts_at, ends_at=row.ends_at, reason=row.reason,
+        created_at=row.created_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    booking: Booking
+    final: dict[str, Any] | None  # the stored final record, when there is one
+    credit_state: CreditState
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+
+    # -- people ------------------------------------------------------------------
+
+    async def _upsert(self, table: Any, key: str, values: dict[str, Any]) -> None:
+        stmt = self._insert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[key], set_={k: v for k, v in values.items() if k != key}
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def put_professional(self, p: Professional) -> Professional:
+        await self._upsert(t.professionals, "professional_id", {
+            "professional_id": p.professional_id, "name": p.name, "email": p.email,
+            "timezone": p.timezone, "session_minutes": p.session_minutes,
+            "buffer_minutes": p.buffer_minutes, "availability": json.dumps(list(p.availability)),
+            "updated_at": p.updated_at,
+        })
+        return p
+
+    async def get_professional(self, professional_id: str) -> Professional | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.professionals).where(
+                t.professionals.c.professional_id == professional_id))).first()
+        return _professional(row) if row else None
+
+    async def put_client(self, c: Client) -> Client:
+        await self._upsert(t.clients, "client_id", {
+            "client_id": c.client_id, "name": c.name, "email": c.email,
+            "timezone": c.timezone, "hub_id": c.hub_id, "updated_at": c.updated_at,
+        })
+        return c
+
+    async def get_client(self, client_id: str) -> Client | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(t.clients).where(t.clients.c.client_id == client_id))).first()
+        return _client(row) if row else None
+
+    # -- blocks ------------------------------------------------------------------
+
+    async def _lock_professional(self, conn: AsyncConnection, professional_id: str) -> None:
+        """Serialise schedule changes of one professional (PostgreSQL row lock).
+
+        On SQLite every write transaction is already ``BEGIN IMMEDIATE``.
+        """
+        found = (await conn.execute(
+            select(t.professionals.c.professional_id)
+            .where(t.professionals.c.professional_id == professional_id)
+            .with_for_update())).first()
+        if found is None:
+            raise NotFound(f"unknown professional '{professional_id}'", field="professional_id")
+
+    async def add_block(self, professional_id: str, starts_at: datetime, ends_at: datetime,
+                        reason: str | None, now: datetime) -> Block:
+        block = Block(secrets.token_hex(8), ProfessionalId(professional_id), starts_at, ends_at,
+                      reason, now)
+        async with self.engine.begin() as conn:
+            await self._lock_professional(conn, professional_id)
+            await conn.execute(t.blocks.insert().values(
+                block_id=block.block_id, professional_id=professional_id, starts_at=starts_at,
+                ends_at=ends_at, reason=reason, created_at=now))
+        return block
+
+    async def delete_block(self, professional_id: str, block_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(t.blocks.delete().where(
+                t.blocks.c.professional_id == professional_id, t.blocks.c.block_id == block_id))
+        return bool(result.rowcount)
+
+    async def list_blocks(self, professional_id: str, start: datetime, end: datetime
+                          ) -> list[Block]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.blocks).where(
+                t.blocks.c.professional_id == professional_id, t.blocks.c.starts_at < end,
+                t.blocks.c.ends_at > start).order_by(t.blocks.c.starts_at))).all()
+        return [_block(row) for row in rows]
+
+    # -- bookings ----------------------------------------------------------------
+
+    async def get_booking(self, booking_id: str) -> Booking | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(t.bookings).where(t.bookings.c.booking_id == booking_id))).first()
+        return _booking(row) if row else None
+
+    async def get_booking_by_room(self, room_id: str) -> Booking | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(t.bookings).where(t.bookings.c.room_id == room_id))).first()
+        return _booking(row) if row else None
+
+    async def get_booking_by_key(self, key: str) -> Booking | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(t.bookings).where(t.bookings.c.idempotency_key == key))).first()
+        return _booking(row) if row else None
+
+    async def list_confirmed(self, professional_id: str, start: datetime, end: datetime
+                             ) -> list[Booking]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.bookings).where(
+                t.bookings.c.professional_id == professional_id,
+                t.bookings.c.status == BookingStatus.CONFIRMED.value,
+                t.bookings.c.starts_at < end, t.bookings.c.ends_at > start,
+            ).order_by(t.bookings.c.starts_at))).all()
+        return [_booking(row) for row in rows]
+
+    async def _check_free(self, conn: AsyncConnection, professional_id: str, starts_at: datetime,
+                          ends_at: datetime, exclude: str | None = None) -> None:
+        overlapping = select(t.bookings.c.booking_id).where(
+            t.bookings.c.professional_id == professional_id,
+            t.bookings.c.status == BookingStatus.CONFIRMED.value,
+            t.bookings.c.starts_at < ends_at, t.bookings.c.ends_at > starts_at)
+        if exclude is not None:
+            overlapping = overlapping.where(t.bookings.c.booking_id != exclude)
+        blocked = select(t.blocks.c.block_id).where(
+            t.blocks.c.professional_id == professional_id,
+            t.blocks.c.starts_at < ends_at, t.blocks.c.ends_at > starts_at)
+        if (await conn.execute(overlapping.limit(1))).first() is not None:
+            raise _slot_taken()
+        if (await conn.execute(blocked.limit(1))).first() is not None:
+            raise _slot_taken()
+
+    async def create_booking(self, new: NewBooking, now: datetime) -> tuple[Booking, bool]:
+        """Create ``new`` or return the identical existing one; ``(booking, created)``."""
+        for attempt in range(2):
+            try:
+                return await self._create_booking(new, now)
+            except IntegrityError as error:
+                if _is_overlap_violation(error):
+                    raise _slot_taken() from None
+                # A concurrent request created the same booking id or key: read it back.
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _create_booking(self, new: NewBooking, now: datetime) -> tuple[Booking, bool]:
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(t.bookings).where(
+                t.bookings.c.booking_id == new.booking_id))).first()
+            if row is None and new.idempotency_key is not None:
+                row = (await conn.execute(select(t.bookings).where(
+                    t.bookings.c.idempotency_key == new.idempotency_key))).first()
+                if row is not None:
+                    return _booking(row), False
+            if row is not None:
+                existing = _booking(row)
+                if not new.same_content(existing):
+                    raise Conflict(
+                        f"booking '{new.booking_id}' already exists with other content",
+                        code="booking_exists", field="booking_id",
+                    )
+                return existing, False
+            await self._lock_professional(conn, new.professional_id)
+            client = (await conn.execute(select(t.clients).where(
+                t.clients.c.client_id == new.client_id))).first()
+            if client is None:
+                raise NotFound(f"unknown client '{new.client_id}'", field="client_id")
+            await self._check_free(conn, new.professional_id, new.starts_at, new.ends_at)
+            credit_state, hub_id = CreditState.NONE, client.hub_id
+            if new.funding is Funding.SPONSORED:
+                hub_id = await self._reserve_credit(conn, new, now)
+                credit_state = CreditState.RESERVED
+            room_id = new_room_id()
+            await conn.execute(t.bookings.insert().values(
+                booking_id=new.booking_id, professional_id=new.professional_id,
+                client_id=new.client_id, hub_id=hub_id, starts_at=new.starts_at,
+                ends_at=new.ends_at, funding=new.funding.value, source=new.source.value,
+                status=BookingStatus.CONFIRMED.value, room_id=room_id, created_at=now,
+                changed_at=now, credit_state=credit_state.value,
+                idempotency_key=new.idempotency_key))
+            row = (await conn.execute(select(t.bookings).where(
+                t.bookings.c.booking_id == new.booking_id))).one()
+        return _booking(row), True
+
+    async def reschedule(self, booking_id: str, starts_at: datetime, ends_at: datetime,
+                         now: datetime) -> Booking:
+        try:
+            async with self.engine.begin() as conn:
+                row = (await conn.execute(select(t.bookings).where(
+                    t.bookings.c.booking_id == booking_id))).first()
+                if row is None:
+                    raise NotFound(f"unknown booking '{booking_id}'", field=None)
+                await self._lock_professional(conn, row.professional_id)
+                await self._check_free(conn, row.professional_id, starts_at, ends_at,
+                                       exclude=booking_id)
+                await conn.execute(update(t.bookings).where(
+                    t.bookings.c.booking_id == booking_id,
+                    t.bookings.c.status == BookingStatus.CONFIRMED.value,
+                ).values(starts_at=starts_at, ends_at=ends_at, changed_at=now))
+                row = (await conn.execute(select(t.bookings).where(
+                    t.bookings.c.booking_id == booking_id))).one()
+        except IntegrityError as error:
+            if _is_overlap_violation(error):
+                raise _slot_taken() from None
+            raise
+        return _booking(row)
+
+    async def cancel(self, booking_id: str, cancellation: Cancellation,
+                     credit_effect: CreditState) -> tuple[Booking, bool]:
+        """Cancel a confirmed booking; ``(booking, changed)``. Idempotent."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(t.bookings).where(
+                t.bookings.c.booking_id == booking_id,
+                t.bookings.c.status == BookingStatus.CONFIRMED.value,
+            ).values(
+                status=BookingStatus.CANCELLED.value, cancelled_by=cancellation.by.value,
+                cancelled_at=cancellation.at, cancel_late=cancellation.late,
+                cancel_chargeable=cancellation.chargeable, cancel_reason=cancellation.reason,
+            ))
+            changed = bool(result.rowcount)
+            if changed:
+                await self._settle_credit(conn, booking_id, credit_effect, cancellation.at,
+                                          "cancellation")
+            row = (await conn.execute(select(t.bookings).where(
+                t.bookings.c.booking_id == booking_id))).first()
+        if row is None:
+            raise NotFound(f"unknown booking '{booking_id}'", field=None)
+        return _booking(row), changed
+
+    # -- credits -----------------------------------------------------------------
+
+    async def _reserve_credit(self, conn: AsyncConnection, new: NewBooking, now: datetime) -> str:
+        account = t.credit_accounts.c
+        result = await conn.execute(
+            update(t.credit_accounts)
+            .where(account.client_id == new.client_id, account.balance > 0)
+            .values(balance=account.balance - 1, reserved=account.reserved + 1))
+        if result.rowcount != 1:
+            raise Conflict(
+                f"client '{new.client_id}' has no sponsored credit left",
+                code="no_credits", field="funding",
+            )
+        hub_id: str = (await conn.execute(select(account.hub_id).where(
+            account.client_id == new.client_id))).scalar_one()
+        await conn.execute(t.credit_ledger.insert().values(
+            client_id=new.client_id, hub_id=hub_id, booking_id=new.booking_id, kind="reserve",
+            amount=1, at=now, note=None))
+        return hub_id
+
+    async def _settle_credit(self, conn: AsyncConnection, booking_id: str, target: CreditState,
+                             now: datetime, note: str) -> None:
+        """Move the booking's credit to ``target`` (consumed or released), at most once.
+
+        ``reserved → consumed``: reserved - 1; ``reserved → released``: back to balance;
+        an override may move ``consumed ↔ released`` (balance -1 / +1, it may go negative:
+        the sponsor owes that session).
+        """
+        if target not in (CreditState.CONSUMED, CreditState.RELEASED):
+            return
+        row = (await conn.execute(select(
+            t.bookings.c.credit_state, t.bookings.c.client_id, t.bookings.c.hub_id,
+        ).where(t.bookings.c.booking_id == booking_id))).one()
+        current = CreditState(row.credit_state)
+        if current in (CreditState.NONE, target):
+            return
+        account = t.credit_accounts.c
+        deltas = {
+            (CreditState.RESERVED, CreditState.CONSUMED): (0, -1),
+            (CreditState.RESERVED, CreditState.RELEASED): (1, -1),
+            (CreditState.CONSUMED, CreditState.RELEASED): (1, 0),
+            (CreditState.RELEASED, CreditState.CONSUMED): (-1, 0),
+        }
+        balance_delta, reserved_delta = deltas[(current, target)]
+        await conn.execute(update(t.credit_accounts).where(
+            account.client_id == row.client_id,
+        ).values(balance=account.balance + balance_delta,
+                 reserved=account.reserved + reserved_delta))
+        await conn.execute(update(t.bookings).where(
+            t.bookings.c.booking_id == booking_id).values(credit_state=target.value))
+        kind = "consume" if target is CreditState.CONSUMED else "release"
+        await conn.execute(t.credit_ledger.insert().values(
+            client_id=row.client_id, hub_id=row.hub_id or "", booking_id=booking_id, kind=kind,
+            amount=1, at=now, note=note))
+
+    async def grant_credits(self, hub_id: str, client_id: str, credits: int, now: datetime
+                            ) -> CreditAccount:
+        account = t.credit_accounts.c
+        async with self.engine.begin() as conn:
+            stmt = self._insert(t.credit_accounts).values(
+                client_id=client_id, hub_id=hub_id, balance=credits, reserved=0)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["client_id"],
+                set_={"balance": account.balance + credits, "hub_id": hub_id})
+            await conn.execute(stmt)
+            await conn.execute(t.credit_ledger.insert().values(
+                client_id=client_id, hub_id=hub_id, booking_id=None, kind="grant",
+                amount=credits, at=now, note=None))
+            row = (await conn.execute(
+                select(t.credit_accounts).where(account.client_id == client_id))).one()
+        return CreditAccount(ClientId(row.client_id), HubId(row.hub_id), row.balance,
+                             row.reserved)
+
+    async def get_credits(self, client: Client) -> CreditAccount:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.credit_accounts).where(
+                t.credit_accounts.c.client_id == client.client_id))).first()
+        if row is None:
+            return CreditAccount(client.client_id, client.hub_id, 0, 0)
+        return CreditAccount(ClientId(row.client_id), HubId(row.hub_id), row.balance,
+                             row.reserved)
+
+    async def credit_history(self, client_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.credit_ledger).where(
+                t.credit_ledger.c.client_id == client_id,
+            ).order_by(t.credit_ledger.c.entry_id).limit(limit))).all()
+        return [dict(row._mapping) for row in rows]
+
+    # -- attendance --------------------------------------------------------------
+
+    async def add_events(self, events: Sequence[AttendanceEvent]) -> int:
+        """Append events; an id already stored is skipped. Returns how many were new."""
+        if not events:
+            return 0
+        stmt = self._insert(t.attendance_events).values([{
+            "event_id": e.event_id, "booking_id": e.booking_id, "role": e.role.value,
+            "kind": e.kind.value, "at": e.at, "reason": e.reason,
+        } for e in events]).on_conflict_do_nothing(index_elements=["event_id"])
+        async with self.engine.begin() as conn:
+            result = await conn.execute(stmt)
+        return max(result.rowcount, 0)
+
+    async def events_for(self, booking_ids: Sequence[str]) -> dict[str, list[AttendanceEvent]]:
+        found: dict[str, list[AttendanceEvent]] = {b: [] for b in booking_ids}
+        if not booking_ids:
+            return found
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.attendance_events).where(
+                t.attendance_events.c.booking_id.in_(list(booking_ids)),
+            ).order_by(t.attendance_events.c.at, t.attendance_events.c.event_id))).all()
+        for row in rows:
+            found[row.booking_id].append(AttendanceEvent(
+                EventId(row.event_id), BookingId(row.booking_id), Role(row.role),
+                EventKind(row.kind), row.at, row.reason))
+        return found
+
+    async def count_events(self, booking_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(
+                t.attendance_events).where(
+                t.attendance_events.c.booking_id == booking_id))).scalar_one())
+
+    async def finalize(self, booking_id: str, outcome: str, record: dict[str, Any],
+                       credit_target: CreditState, now: datetime) -> dict[str, Any]:
+        """Store the final record once and settle the credit in the same transaction.
+
+        Returns the stored record: the one given, or the one an earlier call stored.
+        """
+        async with self.engine.begin() as conn:
+            stmt = self._insert(t.attendance_records).values(
+                booking_id=booking_id, outcome=outcome, record=json.dumps(record),
+                finalized_at=now).on_conflict_do_nothing(index_elements=["booking_id"])
+            inserted = (await conn.execute(stmt)).rowcount == 1
+            if inserted:
+                await self._settle_credit(conn, booking_id, credit_target, now, "attendance")
+                return record
+            stored = (await conn.execute(select(t.attendance_records.c.record).where(
+                t.attendance_records.c.booking_id == booking_id))).scalar_one()
+        return dict(json.loads(stored))
+
+    async def override(self, booking_id: str, from_outcome: str | None, record: dict[str, Any],
+                       credit_target: CreditState, reason: str, by: str, now: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(t.attendance_overrides.insert().values(
+                booking_id=booking_id, from_outcome=from_outcome, to_outcome=record["outcome"],
+                reason=reason, by=by, at=now))
+            stmt = self._insert(t.attendance_records).values(
+                booking_id=booking_id, outcome=record["outcome"], record=json.dumps(record),
+                finalized_at=now)
+            stmt = stmt.on_conflict_do_update(index_elements=["booking_id"], set_={
+                "outcome": record["outcome"], "record": json.dumps(record)})
+            await conn.execute(stmt)
+            await self._settle_credit(conn, booking_id, credit_target, now, "override")
+
+    async def overrides_for(self, booking_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {b: [] for b in booking_ids}
+        if not booking_ids:
+            return found
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.attendance_overrides).where(
+                t.attendance_overrides.c.booking_id.in_(list(booking_ids)),
+            ).order_by(t.attendance_overrides.c.override_id))).all()
+        for row in rows:
+            found[row.booking_id].append({
+                "from": row.from_outcome, "to": row.to_outcome, "reason": row.reason,
+                "by": row.by, "at": row.at})
+        return found
+
+    async def records_for(self, booking_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not booking_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(
+                t.attendance_records.c.booking_id, t.attendance_records.c.record,
+            ).where(t.attendance_records.c.booking_id.in_(list(booking_ids))))).all()
+        return {row.booking_id: dict(json.loads(row.record)) for row in rows}
+
+    async def credit_state(self, booking_id: str) -> CreditState:
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(select(t.bookings.c.credit_state).where(
+                t.bookings.c.booking_id == booking_id))).scalar_one()
+        return CreditState(value)
+
+    async def due_for_finalization(self, ends_before: datetime, limit: int = 200
+                                   ) -> list[Booking]:
+        """Bookings whose window has closed but that have no final record yet."""
+        records = t.attendance_records
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(t.bookings)
+                .outerjoin(records, records.c.booking_id == t.bookings.c.booking_id)
+                .where(records.c.booking_id.is_(None), or_(
+                    t.bookings.c.ends_at <= ends_before,
+                    t.bookings.c.status == BookingStatus.CANCELLED.value))
+                .order_by(t.bookings.c.ends_at).limit(limit))).all()
+        return [_booking(row) for row in rows]
+
+    async def export_page(self, start: datetime, end: datetime, hub_id: str | None,
+                          outcome: str | None, after: tuple[datetime, str] | None, limit: int
+                          ) -> list[Booking]:
+        b, records = t.bookings.c, t.attendance_records
+        query = select(t.bookings).where(b.starts_at >= start, b.starts_at < end)
+        if hub_id is not None:
+            query = query.where(b.hub_id == hub_id)
+        if outcome is not None:
+            query = query.join(records, records.c.booking_id == b.booking_id).where(
+                records.c.outcome == outcome)
+        if after is not None:
+            query = query.where(or_(b.starts_at > after[0],
+                                    and_(b.starts_at == after[0], b.booking_id > after[1])))
+        query = query.order_by(b.starts_at, b.booking_id).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_booking(row) for row in rows]
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))

@@ -1,0 +1,1 @@
+"""The ``carecall`` command: a thin dispatcher wiring the gate, signalling and the peer."""

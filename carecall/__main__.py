@@ -1,0 +1,3 @@
+from carecall.cli import main
+
+raise SystemExit(main())

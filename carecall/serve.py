@@ -1,0 +1,68 @@
+"""Running the service: bind, print the ready line, and stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import socket
+import sys
+
+from aiohttp import web
+
+from booking_gate.app import setup_gate
+from booking_gate.appkeys import SERVICE
+from booking_gate.config import GateConfig
+from booking_gate.db.engine import DatabaseUrlError
+from booking_gate.demo import create_demo_booking
+
+logger = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket early, so port 0 resolves before the app is built."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+async def run_gate(config: GateConfig, host: str, port: int, *, demo: bool = False) -> int:
+    try:
+        sock = bind(host, port)
+    except OSError as error:
+        print(f"carecall: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
+        return 2
+    bound = sock.getsockname()[1]
+    origin = f"http://{host}:{bound}"
+    if not config.public_url:
+        config = dataclasses.replace(config, public_url=origin)
+    app = web.Application(client_max_size=256 * 1024)
+    setup_gate(app, config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        try:
+            await runner.setup()
+        except DatabaseUrlError as error:
+            print(f"carecall: {error}", file=sys.stderr)
+            return 2
+        await web.SockSite(runner, sock).start()
+        print(f"carecall listening on {origin}", flush=True)
+        if demo:
+            links = await create_demo_booking(app[SERVICE])
+            print(f"professional: {links['professional']}", flush=True)
+            print(f"client: {links['client']}", flush=True)
+        await stop.wait()
+        logger.info("shutting down")
+        return 0
+    finally:
+        await runner.cleanup()
+        sock.close()

@@ -1,0 +1,112 @@
+"""Shared fixtures: a fake clock, databases (SQLite file, throwaway PostgreSQL) and the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from booking_gate.app import make_app
+from booking_gate.config import GateConfig
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+API_KEY = "test-api-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+class FakeClock:
+    """The server's clock, driven by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"carecall_test_{secrets.token_hex(6)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gate.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def gate_config(db_url: str, tmp_path: Path) -> GateConfig:
+    return GateConfig(db_url=db_url, public_url="https://care.example", api_key=API_KEY,
+                      var_dir=tmp_path / "var")
+
+
+GateClient = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def gate(gate_config: GateConfig, clock: FakeClock,
+               aiohttp_client: Callable[..., Any]) -> AsyncIterator[GateClient]:
+    # aiohttp_client comes last so its clean-up runs before the database is dropped.
+    client: GateClient = await aiohttp_client(make_app(gate_config, clock=clock))
+    yield client
+
+
+async def seed_people(gate: GateClient, *, credits: int = 3, hub: str | None = "acme") -> None:
+    """A professional available 08:00-18:00 Oslo on weekdays and a client of ``hub``."""
+    response = await gate.put("/api/v1/professionals/pro-1", headers=AUTH, json={
+        "name": "Dr Pro", "email": "pro@example.org", "timezone": "Europe/Oslo",
+        "session_minutes": 50, "buffer_minutes": 10,
+        "availability": [{"weekday": d, "start": "08:00", "end": "18:00"} for d in range(5)],
+    })
+    assert response.status == 200, await response.text()
+    response = await gate.put("/api/v1/clients/cli-1", headers=AUTH, json={
+        "name": "Cli Ent", "email": "client@example.org", "timezone": "Europe/Oslo",
+        "hub_id": hub,
+    })
+    assert response.status == 200, await response.text()
+    if hub and credits:
+        response = await gate.post(f"/api/v1/hubs/{hub}/credits", headers=AUTH,
+                                   json={"client_id": "cli-1", "credits": credits})
+        assert response.status == 200, await response.text()
+
+
+def booking_body(start: datetime, minutes: int = 50, *, funding: str = "sponsored",
+                 source: str = "hub") -> dict[str, Any]:
+    return {"professional_id": "pro-1", "client_id": "cli-1",
+            "starts_at": start.isoformat(), "ends_at": (start + timedelta(minutes=minutes)
+                                                        ).isoformat(),
+            "funding": funding, "source": source}
