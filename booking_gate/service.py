@@ -165,8 +165,8 @@ class GateService:
 
     async def delete_block(self, professional_id: str, block_id: str) -> None:
         await self._professional(professional_id)
-        if not await self.store.delete_block(professional_id, block_id[:64]):
-            raise NotFound(f"unknown block '{block_id[:64]}'", field="block_id")
+        if not await self.store.delete_block(professional_id, parse_id(block_id, "block_id")):
+            raise NotFound(f"unknown block '{block_id}'", field="block_id")
 
     async def put_client(self, client_id: str, data: object) -> dict[str, Any]:
         cid = parse_id(client_id, "client_id")
@@ -206,11 +206,12 @@ class GateService:
         bid = parse_id(booking_id, "booking_id")
         body = Body(data, {"professional_id", "client_id", "starts_at", "ends_at", "funding",
                            "source"})
+        professional_id = ProfessionalId(body.req_ident("professional_id"))
+        client_id = ClientId(body.req_ident("client_id"))
+        starts_at, ends_at = time_range(body)
         new = NewBooking(
-            booking_id=BookingId(bid),
-            professional_id=ProfessionalId(body.req_ident("professional_id")),
-            client_id=ClientId(body.req_ident("client_id")),
-            starts_at=time_range(body)[0], ends_at=time_range(body)[1],
+            booking_id=BookingId(bid), professional_id=professional_id, client_id=client_id,
+            starts_at=starts_at, ends_at=ends_at,
             funding=body.choice("funding", Funding), source=body.choice("source", Source),
         )
         booking, created = await self.store.create_booking(new, self.clock())

@@ -302,10 +302,13 @@ class Store:
                 await self._lock_professional(conn, row.professional_id)
                 await self._check_free(conn, row.professional_id, starts_at, ends_at,
                                        exclude=booking_id)
-                await conn.execute(update(t.bookings).where(
+                moved = await conn.execute(update(t.bookings).where(
                     t.bookings.c.booking_id == booking_id,
                     t.bookings.c.status == BookingStatus.CONFIRMED.value,
                 ).values(starts_at=starts_at, ends_at=ends_at, changed_at=now))
+                if moved.rowcount != 1:
+                    raise Conflict("the booking is cancelled", code="booking_cancelled",
+                                   field=None)
                 row = (await conn.execute(select(t.bookings).where(
                     t.bookings.c.booking_id == booking_id))).one()
         except IntegrityError as error:

@@ -17,7 +17,11 @@ from booking_gate.errors import InvalidRequest
 
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}")
-_CLOCK_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)|24:00")
+_CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
+# RFC 3339 section 5.6 date-time (fromisoformat alone accepts more than that).
+_RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 MAX_TEXT = 500
 MAX_NAME = 200
@@ -37,17 +41,19 @@ def parse_id(value: object, field: str) -> str:
 
 def parse_time(value: object, field: str) -> datetime:
     """An RFC 3339 timestamp with an offset, returned as aware UTC."""
-    if not isinstance(value, str) or len(value) > 40:
-        raise InvalidRequest(f"'{field}' must be an RFC 3339 time string", field=field)
+    if not isinstance(value, str) or len(value) > 40 or not _RFC3339_RE.fullmatch(value):
+        raise InvalidRequest(
+            f"'{field}' must be an RFC 3339 time such as 2026-01-31T09:00:00Z", field=field
+        )
+    # Python < 3.12 takes at most 6 fractional digits.
+    value = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", value)
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper())
     except ValueError:
         raise InvalidRequest(
             f"'{field}' must be an RFC 3339 time such as 2026-01-31T09:00:00Z (got {value!r})",
             field=field,
         ) from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InvalidRequest(f"'{field}' must include a UTC offset or 'Z'", field=field)
     try:
         return parsed.astimezone(UTC)
     except OverflowError:

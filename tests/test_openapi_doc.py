@@ -134,7 +134,7 @@ def test_request_bodies_refuse_unknown_fields() -> None:
     for _, _, op in operations():
         if "requestBody" in op:
             check(op["requestBody"]["content"]["application/json"]["schema"])
-    assert len(seen) >= 13  # 11 bodies plus availability windows and events
+    assert len(seen) == 11  # 9 bodies plus availability windows and events
 
 
 def test_security_is_global_except_for_public_endpoints() -> None:
