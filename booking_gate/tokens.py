@@ -95,6 +95,7 @@ class TokenIssuer:
     def __init__(self, key: Ed25519PrivateKey, join_early: timedelta, overrun: timedelta) -> None:
         self._key = key
         self._public = key.public_key()
+        self.public_key = self._public
         self.jwk = public_jwk(self._public)
         self.join_early = join_early
         self.overrun = overrun

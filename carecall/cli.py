@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from booking_gate.config import DEFAULT_VAR_DIR, GateConfig, windows_from_env
-from carecall.serve import run_gate
+from carecall.serve import run
+from signalling.config import SignallingConfig
+from signalling.ice import IceConfig, split_urls
 
 logger = logging.getLogger("carecall")
 
@@ -116,6 +118,17 @@ def gate_config(args: argparse.Namespace) -> GateConfig:
     )
 
 
+def signalling_config(args: argparse.Namespace) -> SignallingConfig:
+    return SignallingConfig(
+        public_url=(args.public_url or "").rstrip("/"),
+        extra_origins=split_urls(_env("CARECALL_ALLOWED_ORIGINS")),
+        ice=IceConfig(stun_urls=split_urls(_env("CARECALL_STUN_URLS")),
+                      turn_urls=split_urls(_env("CARECALL_TURN_URLS")),
+                      turn_secret=_env("CARECALL_TURN_SECRET")),
+        var_dir=args.var_dir,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -126,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"carecall: {error}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run_gate(config, args.host, args.port,
-                                    demo=getattr(args, "demo", False)))
+        signalling = signalling_config(args) if args.command == "serve" else None
+        return asyncio.run(run(config, args.host, args.port, signalling=signalling,
+                               demo=getattr(args, "demo", False)))
     except KeyboardInterrupt:
         return 130

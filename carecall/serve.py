@@ -16,6 +16,9 @@ from booking_gate.appkeys import SERVICE
 from booking_gate.config import GateConfig
 from booking_gate.db.engine import DatabaseUrlError
 from booking_gate.demo import create_demo_booking
+from carecall.wiring import InProcessGate
+from signalling.app import setup_signalling
+from signalling.config import SignallingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def run_gate(config: GateConfig, host: str, port: int, *, demo: bool = False) -> int:
+async def run(config: GateConfig, host: str, port: int, *,
+              signalling: SignallingConfig | None = None, demo: bool = False) -> int:
+    """Serve the gate, and signalling beside it when ``signalling`` is given."""
     try:
         sock = bind(host, port)
     except OSError as error:
@@ -43,6 +48,10 @@ async def run_gate(config: GateConfig, host: str, port: int, *, demo: bool = Fal
         config = dataclasses.replace(config, public_url=origin)
     app = web.Application(client_max_size=256 * 1024)
     setup_gate(app, config)
+    if signalling is not None:
+        if not signalling.public_url:
+            signalling = dataclasses.replace(signalling, public_url=config.public_url)
+        setup_signalling(app, signalling, InProcessGate(app))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,1 @@
+"""carecall's signalling server: token-gated two-party rooms over WebSocket at ``/ws``."""

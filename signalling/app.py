@@ -1,0 +1,153 @@
+"""Signalling's aiohttp application: ``/ws``, the web client at ``/s/{room_id}``.
+
+``setup_signalling`` mounts it on an existing app (``carecall serve`` shares one app with
+the gate); ``make_app`` builds a standalone one. Background work lives in
+``cleanup_ctx``: the attendance reporter, the grace sweeper and the revalidator that
+closes rooms whose booking was cancelled or moved (within ``revalidate_interval``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from signalling.admission import Admission
+from signalling.appkeys import (
+    ADMISSION,
+    CLOCK,
+    CONFIG,
+    FAILED_JOINS,
+    HUB,
+    METRICS,
+    REPORTER,
+    RESUME_SECRET,
+)
+from signalling.config import SignallingConfig
+from signalling.errors import CloseCode
+from signalling.gate import GateLink
+from signalling.handler import ws_handler
+from signalling.hub import RoomHub
+from signalling.metrics import SignallingMetrics
+from signalling.ratelimit import KeyedLimiter
+from signalling.reporter import AttendanceReporter
+
+logger = logging.getLogger(__name__)
+
+LOCK_REASONS = {
+    "booking_cancelled": "this booking was cancelled",
+    "booking_rescheduled": "this booking was rescheduled; ask for a new link",
+}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_web_client_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "web_client"
+    if here.is_dir():
+        return here
+    import sys
+
+    return Path(sys.prefix) / "share" / "carecall" / "web_client"
+
+
+def load_resume_secret(var_dir: Path) -> bytes:
+    path = var_dir / "resume_secret"
+    if path.exists():
+        return path.read_bytes()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secret)
+    return secret
+
+
+async def _every(interval: float, work: Callable[[], Awaitable[None]], what: str) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await work()
+        except Exception:
+            logger.exception("%s failed; continuing", what)
+
+
+def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateLink, *,
+                     clock: Callable[[], datetime] = _utc_now,
+                     registry: CollectorRegistry | None = None) -> None:
+    app[CONFIG] = config
+    app[CLOCK] = clock
+    app[METRICS] = SignallingMetrics(registry or CollectorRegistry())
+    app[ADMISSION] = Admission(gate)
+    app[FAILED_JOINS] = KeyedLimiter(config.failed_admissions_per_minute / 60.0,
+                                     config.failed_admissions_burst)
+    web_dir = config.web_client_dir or default_web_client_dir()
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        # The token stays in the URL fragment: the server never sees it.
+        return web.FileResponse(web_dir / "index.html", headers={
+            "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
+                                       "img-src 'self' data:; media-src 'self' blob:",
+        })
+
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_static("/s/assets/", web_dir, show_index=False)
+    app.router.add_get("/s/{room_id}", page)
+
+    async def lock_room(room_id: str, reason: str) -> None:
+        await app[HUB].kick(room_id, CloseCode.FORBIDDEN, reason,
+                            LOCK_REASONS.get(reason, "this room is locked"))
+
+    async def revalidate() -> None:
+        now = clock()
+        for room_id, booking in app[HUB].rooms():
+            fresh = await gate.room(room_id)
+            if fresh is None or fresh.cancelled:
+                await lock_room(room_id, "booking_cancelled")
+            elif fresh.changed_at != booking.changed_at:
+                await lock_room(room_id, "booking_rescheduled")
+            elif now >= fresh.closes_at:
+                await app[HUB].kick(room_id, CloseCode.OUTSIDE_WINDOW, "session_over",
+                                    "this session is over")
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        app[RESUME_SECRET] = load_resume_secret(config.var_dir)
+        reporter = AttendanceReporter(gate)
+        reporter.start()
+        app[REPORTER] = reporter
+        app[HUB] = RoomHub(config.grace, reporter, app[METRICS], clock)
+        gate.on_room_locked(lock_room)
+        tasks = [
+            asyncio.create_task(_every(config.sweep_interval, app[HUB].sweep, "grace sweep")),
+            asyncio.create_task(_every(config.revalidate_interval, revalidate, "revalidation")),
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await reporter.close()
+
+    async def going_away(app: web.Application) -> None:
+        await app[HUB].shutdown()
+
+    app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(going_away)
+
+
+def make_app(config: SignallingConfig, gate: GateLink, *,
+             clock: Callable[[], datetime] = _utc_now) -> web.Application:
+    app = web.Application()
+    setup_signalling(app, config, gate, clock=clock)
+    return app

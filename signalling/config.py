@@ -1,0 +1,30 @@
+"""Configuration of the signalling server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from signalling.ice import IceConfig
+
+
+@dataclass(frozen=True, slots=True)
+class SignallingConfig:
+    public_url: str = "http://127.0.0.1:8080"
+    # Origins allowed to open /ws besides the public URL's; "*" allows any.
+    extra_origins: tuple[str, ...] = ()
+    ice: IceConfig = field(default_factory=IceConfig)
+    var_dir: Path = Path("var")
+    web_client_dir: Path | None = None
+    hello_timeout: float = 5.0
+    grace: timedelta = timedelta(seconds=30)
+    heartbeat: float = 10.0
+    # Per connection: sustained messages per second and burst.
+    message_rate: float = 50.0
+    message_burst: float = 200.0
+    # Per client address: refused admissions allowed per minute (and burst).
+    failed_admissions_per_minute: float = 10.0
+    failed_admissions_burst: float = 20.0
+    revalidate_interval: float = 2.0
+    sweep_interval: float = 1.0

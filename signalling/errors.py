@@ -1,0 +1,78 @@
+"""Errors of signalling, each carrying the WebSocket close code the contract gives it.
+
+    SignallingError (close 1011, internal)
+    ├── ProtocolError       4400 malformed message, unknown type, hello not first
+    ├── BadToken            4401 token missing, malformed or forged
+    ├── NotAllowed          4403 booking cancelled/rescheduled, token for another room
+    ├── UnknownRoom         4404
+    ├── HelloTimeout        4408
+    ├── OutsideWindow       4410 too early or over
+    └── RateLimited         4429
+
+``code`` is the stable machine code sent in ``{"type": "error", "code", "message"}``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+
+class CloseCode(enum.IntEnum):
+    GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    MALFORMED = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    UNKNOWN_ROOM = 4404
+    HELLO_TIMEOUT = 4408
+    REPLACED = 4409
+    OUTSIDE_WINDOW = 4410
+    RATE_LIMITED = 4429
+
+
+class SignallingError(Exception):
+    close_code: ClassVar[CloseCode] = CloseCode.INTERNAL_ERROR
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+
+class ProtocolError(SignallingError):
+    close_code = CloseCode.MALFORMED
+    default_code = "malformed_message"
+
+
+class BadToken(SignallingError):
+    close_code = CloseCode.UNAUTHORIZED
+    default_code = "invalid_token"
+
+
+class NotAllowed(SignallingError):
+    close_code = CloseCode.FORBIDDEN
+    default_code = "forbidden"
+
+
+class UnknownRoom(SignallingError):
+    close_code = CloseCode.UNKNOWN_ROOM
+    default_code = "unknown_room"
+
+
+class HelloTimeout(SignallingError):
+    close_code = CloseCode.HELLO_TIMEOUT
+    default_code = "hello_timeout"
+
+
+class OutsideWindow(SignallingError):
+    close_code = CloseCode.OUTSIDE_WINDOW
+    default_code = "outside_window"
+
+
+class RateLimited(SignallingError):
+    close_code = CloseCode.RATE_LIMITED
+    default_code = "rate_limited"

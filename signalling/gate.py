@@ -1,0 +1,57 @@
+"""The one interface signalling uses to reach the booking gate.
+
+``carecall serve`` wires an in-process implementation (``carecall.wiring``); scale-out
+nodes use HTTP with the API key and the gate's JWKS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class RoomBooking:
+    """What admission needs to know about the booking behind a room."""
+
+    room_id: str
+    booking_id: str
+    professional_id: str
+    client_id: str
+    starts_at: datetime
+    ends_at: datetime
+    cancelled: bool
+    changed_at: datetime  # tokens issued before this are stale (rescheduled)
+    opens_at: datetime  # start minus the join-early window (the token's nbf)
+    closes_at: datetime  # end plus the overrun window (the token's exp)
+
+
+@dataclass(frozen=True, slots=True)
+class AttendanceReport:
+    event_id: str
+    booking_id: str
+    role: str
+    kind: str
+    at: datetime
+    reason: str | None = None
+
+
+LockListener = Callable[[str, str], Awaitable[None]]  # (room_id, reason)
+
+
+class GateLink(Protocol):
+    async def room(self, room_id: str) -> RoomBooking | None:
+        """The booking behind ``room_id``, or None if the gate knows no such room."""
+
+    async def report(self, events: Sequence[AttendanceReport]) -> None:
+        """Store attendance events (idempotent by id); raise if they were not stored."""
+
+    async def verification_key(self) -> Ed25519PublicKey:
+        """The public key join tokens are signed with."""
+
+    def on_room_locked(self, listener: LockListener) -> None:
+        """Hear at once when a booking is cancelled or rescheduled (where supported)."""
