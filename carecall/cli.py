@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from booking_gate.config import DEFAULT_VAR_DIR, GateConfig, windows_from_env
+from booking_gate.db.engine import async_url
 from carecall.serve import run
 from signalling.config import SignallingConfig
 from signalling.ice import IceConfig, split_urls
@@ -106,6 +107,7 @@ def gate_config(args: argparse.Namespace) -> GateConfig:
     join_early, overrun = windows_from_env()
     var_dir: Path = args.var_dir
     db_url = args.db or f"sqlite:///{var_dir / 'carecall.db'}"
+    async_url(db_url)  # a bad --db is refused before anything is written to var/
     signing = _env("CARECALL_SIGNING_KEY")
     return GateConfig(
         db_url=db_url,

@@ -16,6 +16,7 @@ from booking_gate.appkeys import SERVICE
 from booking_gate.config import GateConfig
 from booking_gate.db.engine import DatabaseUrlError
 from booking_gate.demo import create_demo_booking
+from booking_gate.service import Clock, utc_now
 from carecall.wiring import InProcessGate
 from signalling.app import setup_signalling
 from signalling.config import SignallingConfig
@@ -34,6 +35,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def build_app(config: GateConfig, signalling: SignallingConfig | None = None, *,
+              clock: Clock = utc_now) -> web.Application:
+    """One app with the gate, and signalling wired to it in-process when given."""
+    app = web.Application(client_max_size=256 * 1024)
+    setup_gate(app, config, clock=clock)
+    if signalling is not None:
+        if not signalling.public_url:
+            signalling = dataclasses.replace(signalling, public_url=config.public_url)
+        setup_signalling(app, signalling, InProcessGate(app), clock=clock)
+    return app
+
+
 async def run(config: GateConfig, host: str, port: int, *,
               signalling: SignallingConfig | None = None, demo: bool = False) -> int:
     """Serve the gate, and signalling beside it when ``signalling`` is given."""
@@ -46,12 +59,7 @@ async def run(config: GateConfig, host: str, port: int, *,
     origin = f"http://{host}:{bound}"
     if not config.public_url:
         config = dataclasses.replace(config, public_url=origin)
-    app = web.Application(client_max_size=256 * 1024)
-    setup_gate(app, config)
-    if signalling is not None:
-        if not signalling.public_url:
-            signalling = dataclasses.replace(signalling, public_url=config.public_url)
-        setup_signalling(app, signalling, InProcessGate(app))
+    app = build_app(config, signalling)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,498 @@
+"""The headless peer: joins with a link, sends media, receives the other party's.
+
+It speaks the ``/ws`` protocol as an ``aiortc`` agent (``can_rollback: false``): aiortc
+cannot roll back an offer and never trickles, so the server never makes it polite
+opposite a browser. Negotiation rule (docs/protocol.md): once both parties are present,
+the impolite one offers. When the signalling socket drops it reconnects with ``resume``
+and backoff while media keeps flowing; when the media path fails the impolite side
+builds a new peer connection and offers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaPlayer, MediaRecorder, MediaRelay
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import RTCDtlsTransport, certificate_digest
+from aiortc.sdp import candidate_from_sdp
+from av import VideoFrame
+
+from peer.media import FrameClock, SyntheticVideoTrack, ToneAudioTrack, read_counter
+from peer.verification import COMMIT, REVEAL, VerificationError, Verifier
+from signalling.messages import MAX_MESSAGE_BYTES
+
+logger = logging.getLogger(__name__)
+
+# Close codes after which trying again cannot help.
+FATAL_CLOSE_CODES = {1008, 1009, 4400, 4401, 4403, 4404, 4408, 4409, 4410, 4429}
+
+
+class PeerError(Exception):
+    """Why the peer gave up, as one line (``refused: 4403 booking_cancelled``)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rfc3339(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
+
+
+@dataclass
+class PeerStats:
+    admitted_at: datetime | None = None
+    connected_at: datetime | None = None
+    first_frame_at: datetime | None = None
+    frames_received: int = 0
+    frames_sent: int = 0
+    audio_frames_received: int = 0
+    verification_code: str | None = None
+    # Longest wall-clock pause between two received video frames after the first.
+    max_frame_gap: float = 0.0
+    # Frames missing according to the sender's counter.
+    frames_lost: int = 0
+    reconnects: int = 0
+    connections: int = 0
+    events: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "admitted_at": _rfc3339(self.admitted_at),
+            "connected_at": _rfc3339(self.connected_at),
+            "first_frame_at": _rfc3339(self.first_frame_at),
+            "frames_received": self.frames_received, "frames_sent": self.frames_sent,
+            "audio_frames_received": self.audio_frames_received,
+            "verification_code": self.verification_code,
+            "max_frame_gap_seconds": round(self.max_frame_gap, 3),
+            "frames_lost": self.frames_lost, "reconnects": self.reconnects,
+        }
+
+
+def parse_link(link: str) -> tuple[str, str, str]:
+    """``{public_url}/s/{room}#t={token}`` → (WebSocket URL, room id, token)."""
+    parts = urlsplit(link.strip())
+    token = parts.fragment.removeprefix("t=") if parts.fragment.startswith("t=") else ""
+    segments = parts.path.rstrip("/").split("/")
+    if parts.scheme not in ("http", "https") or len(segments) < 2 or segments[-2] != "s" \
+            or not token:
+        raise PeerError("invalid link: expected {public_url}/s/{room_id}#t={token}")
+    room = segments[-1]
+    base = "/".join(segments[:-2])
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{base}/ws?room={quote(room)}", room, token
+
+
+def _fingerprints(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """(local, remote) SHA-256 fingerprints of the DTLS certificates used on the wire."""
+    for transceiver in pc.getTransceivers():
+        dtls: RTCDtlsTransport | None = transceiver.sender.transport
+        ssl = getattr(dtls, "_ssl", None)
+        if dtls is None or ssl is None or dtls.state != "connected":
+            continue
+        local = next(f.value for f in dtls.getLocalParameters().fingerprints
+                     if f.algorithm == "sha-256")
+        remote = certificate_digest(ssl.get_peer_certificate(as_cryptography=True), "sha-256")
+        return local, remote
+    return None
+
+
+class Peer:
+    """One party of a room. ``async with Peer(link) as peer: await peer.wait_connected()``."""
+
+    def __init__(self, link: str, *, video: str = "synthetic", audio: bool = True,
+                 record: str | None = None) -> None:
+        self.ws_url, self.room_id, self.token = parse_link(link)
+        self._stats = PeerStats()
+        self.role: str | None = None
+        self.polite = False
+        self._video, self._audio, self._record = video, audio, record
+        self._frame_clock = FrameClock()
+        self._player: MediaPlayer | None = None
+        self._relay = MediaRelay()
+        self._recorder: MediaRecorder | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._pending_candidates: list[dict[str, Any]] = []
+        self._verifier: Verifier | None = None
+        self._ice: list[RTCIceServer] = []
+        self._resume: str | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._lock = asyncio.Lock()
+        self.failure: PeerError | None = None
+        self._admitted = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._done = asyncio.Event()
+        self._last_frame: float | None = None
+        self._last_counter: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Peer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._video != "synthetic":
+            self._player = MediaPlayer(self._video)
+        self._session = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self._signalling_loop())
+
+    async def _wait(self, event: asyncio.Event, timeout: float, what: str) -> None:
+        waiter = asyncio.create_task(event.wait())
+        done = asyncio.create_task(self._done.wait())
+        try:
+            await asyncio.wait({waiter, done}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            done.cancel()
+        if self.failure is not None:
+            raise self.failure
+        if not event.is_set():
+            raise PeerError(f"timed out after {timeout:g} s waiting for {what}")
+
+    async def wait_admitted(self, timeout: float = 30.0) -> None:
+        await self._wait(self._admitted, timeout, "admission")
+
+    async def wait_connected(self, timeout: float = 60.0) -> None:
+        await self._wait(self._connected, timeout, "the media connection")
+
+    async def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.failure is not None:
+                raise self.failure
+            if time.monotonic() > deadline:
+                raise PeerError(f"timed out after {timeout:g} s waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    async def leave(self) -> None:
+        """Say ``bye`` (closing the attendance interval at once) and close everything."""
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._ws.send_str(json.dumps({"type": "bye"}))
+        await self.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_pc()
+        if self._recorder is not None:
+            await self._recorder.stop()
+            self._recorder = None
+        if self._player is not None:
+            for track in (self._player.video, self._player.audio):
+                if track is not None:
+                    track.stop()
+        if self._session is not None:
+            await self._session.close()
+        self._done.set()
+
+    def drop_signalling(self) -> None:
+        """Test hook: lose the signalling socket abruptly (as a network fault would)."""
+        if self._ws is not None:
+            transport = self._ws._response.connection
+            if transport is not None and transport.transport is not None:
+                transport.transport.abort()
+
+    # -- signalling ----------------------------------------------------------------------
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._ws.send_str(json.dumps(message))
+
+    async def _signalling_loop(self) -> None:
+        assert self._session is not None
+        backoff = 0.25
+        last_error: dict[str, Any] = {}
+        while not self._closing:
+            close_code: int | None = None
+            try:
+                async with self._session.ws_connect(
+                        self.ws_url, heartbeat=10.0, max_msg_size=MAX_MESSAGE_BYTES,
+                        autoclose=True) as ws:
+                    self._ws = ws
+                    hello: dict[str, Any] = {"type": "hello", "token": self.token,
+                                             "agent": "aiortc", "can_rollback": False}
+                    if self._resume and self._media_alive():
+                        hello["resume"] = self._resume
+                    await ws.send_str(json.dumps(hello))
+                    async for msg in ws:
+                        if msg.type is not aiohttp.WSMsgType.TEXT:
+                            continue
+                        data = json.loads(msg.data)
+                        if data.get("type") == "error":
+                            last_error = data
+                        if data.get("type") == "welcome":
+                            backoff = 0.25
+                        await self._on_message(data)
+                    close_code = ws.close_code
+            except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                logger.debug("signalling connection failed: %s", type(error).__name__)
+            finally:
+                self._ws = None
+            if self._closing:
+                return
+            if close_code in FATAL_CLOSE_CODES:
+                reason = last_error.get("code", "closed")
+                verb = "refused" if not self._admitted.is_set() else "closed"
+                self.failure = PeerError(f"{verb}: {close_code} {reason}")
+                self._done.set()
+                return
+            self._stats.reconnects += 1
+            self._stats.events.append(f"signalling lost ({close_code}); reconnecting")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 4.0)
+
+    async def _on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        async with self._lock:
+            match kind:
+                case "welcome":
+                    await self._on_welcome(msg)
+                case "peer-joined":
+                    self.polite = bool(msg.get("polite", self.polite))
+                    if not (msg.get("resumed") and self._media_alive()):
+                        await self._restart(offer=not self.polite)
+                case "peer-left":
+                    if msg.get("reason") != "dropped":
+                        await self._close_pc()
+                case "signal":
+                    await self._on_signal(msg)
+                case "error":
+                    if msg.get("code") != "peer_absent":
+                        logger.info("server error: %s", msg.get("code"))
+                case _ if kind in (COMMIT, REVEAL):
+                    await self._on_verification(msg)
+                case _:
+                    logger.debug("ignoring message of type %s", kind)
+
+    async def _on_welcome(self, msg: dict[str, Any]) -> None:
+        if self._stats.admitted_at is None:
+            self._stats.admitted_at = _now()
+        self._admitted.set()
+        self.role, self.polite = msg["role"], bool(msg["polite"])
+        self._resume = msg.get("resume")
+        self._ice = [RTCIceServer(urls=s["urls"], username=s.get("username"),
+                                  credential=s.get("credential"))
+                     for s in msg.get("ice_servers", [])]
+        if msg.get("peer_present") and not self._media_alive() and not self.polite:
+            await self._restart(offer=True)
+
+    # -- media -----------------------------------------------------------------------
+
+    def _media_alive(self) -> bool:
+        return self._pc is not None and self._pc.connectionState in ("new", "connecting",
+                                                                     "connected")
+
+    def _video_track(self) -> MediaStreamTrack:
+        if self._player is not None and self._player.video is not None:
+            return self._relay.subscribe(self._player.video)
+        return SyntheticVideoTrack(self._frame_clock)
+
+    async def _close_pc(self) -> None:
+        pc, self._pc = self._pc, None
+        self._verifier = None
+        if pc is not None:
+            await pc.close()
+
+    async def _restart(self, *, offer: bool) -> None:
+        await self._close_pc()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice))
+        self._pc = pc
+        self._pending_candidates.clear()
+        self._stats.connections += 1
+        assert self.role is not None
+        self._verifier = Verifier(self.role)
+        pc.addTrack(self._video_track())
+        if self._audio:
+            if self._player is not None and self._player.audio is not None:
+                pc.addTrack(self._relay.subscribe(self._player.audio))
+            else:
+                pc.addTrack(ToneAudioTrack())
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._spawn(self._consume(self._relay.subscribe(track)))
+            if self._record and self._stats.connections == 1:
+                if self._recorder is None:
+                    self._recorder = MediaRecorder(self._record)
+                self._recorder.addTrack(self._relay.subscribe(track))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc is not self._pc:
+                return
+            state = pc.connectionState
+            self._stats.events.append(f"media {state}")
+            if state == "connected":
+                if self._stats.connected_at is None:
+                    self._stats.connected_at = _now()
+                self._connected.set()
+                if self._recorder is not None and self._stats.connections == 1:
+                    await self._recorder.start()
+                await self._send({"type": "media", "state": "connected"})
+                if self._verifier is not None:
+                    await self._send(self._verifier.commit_message())
+                    await self._maybe_reveal()
+            elif state == "failed":
+                await self._send({"type": "media", "state": "disconnected"})
+                if not self.polite:
+                    self._spawn(self._recover())
+
+        if offer:
+            await pc.setLocalDescription(await pc.createOffer())
+            await self._send_description(pc)
+
+    async def _recover(self) -> None:
+        await asyncio.sleep(0.5)
+        async with self._lock:
+            if self._pc is not None and self._pc.connectionState == "failed":
+                logger.info("media path failed; renegotiating on a new connection")
+                await self._restart(offer=True)
+
+    async def _send_description(self, pc: RTCPeerConnection) -> None:
+        description = pc.localDescription
+        await self._send({"type": "signal",
+                          "description": {"type": description.type, "sdp": description.sdp}})
+
+    async def _on_signal(self, msg: dict[str, Any]) -> None:
+        description = msg.get("description")
+        if isinstance(description, dict):
+            if description.get("type") == "offer":
+                pc = self._pc
+                if pc is not None and pc.signalingState == "have-local-offer" \
+                        and not self.polite:
+                    return  # glare: the impolite side keeps its own offer
+                if pc is None or pc.remoteDescription is not None \
+                        or pc.signalingState != "stable":
+                    # A fresh negotiation from the other side: start a new connection.
+                    await self._restart(offer=False)
+                pc = self._pc
+                assert pc is not None
+                await pc.setRemoteDescription(RTCSessionDescription(description["sdp"], "offer"))
+                await self._flush_candidates()
+                await pc.setLocalDescription(await pc.createAnswer())
+                await self._send_description(pc)
+            elif description.get("type") == "answer":
+                pc = self._pc
+                if pc is not None and pc.signalingState == "have-local-offer":
+                    await pc.setRemoteDescription(
+                        RTCSessionDescription(description["sdp"], "answer"))
+                    await self._flush_candidates()
+            return
+        candidate = msg.get("candidate")
+        if isinstance(candidate, dict) and candidate.get("candidate"):
+            self._pending_candidates.append(candidate)
+            await self._flush_candidates()
+
+    async def _flush_candidates(self) -> None:
+        pc = self._pc
+        if pc is None or pc.remoteDescription is None:
+            return
+        pending, self._pending_candidates = self._pending_candidates, []
+        for raw in pending:
+            try:
+                candidate = candidate_from_sdp(raw["candidate"].removeprefix("candidate:"))
+            except (ValueError, IndexError):
+                continue
+            candidate.sdpMid = raw.get("sdpMid")
+            candidate.sdpMLineIndex = raw.get("sdpMLineIndex")
+            with contextlib.suppress(Exception):
+                await pc.addIceCandidate(candidate)
+
+    # -- verification --------------------------------------------------------------------
+
+    async def _on_verification(self, msg: dict[str, Any]) -> None:
+        if self._verifier is None:
+            return
+        try:
+            if msg["type"] == COMMIT:
+                self._verifier.on_commit(msg)
+                await self._maybe_reveal()
+            else:
+                self._verifier.on_reveal(msg)
+                self._update_code()
+        except VerificationError as error:
+            logger.warning("verification failed: %s", error)
+            self._stats.verification_code = None
+
+    async def _maybe_reveal(self) -> None:
+        if self._verifier is not None:
+            reveal = self._verifier.reveal_message()
+            if reveal is not None:
+                await self._send(reveal)
+            self._update_code()
+
+    def _update_code(self) -> None:
+        if self._verifier is None or self._pc is None:
+            return
+        prints = _fingerprints(self._pc)
+        if prints is not None:
+            code = self._verifier.code(*prints)
+            if code is not None:
+                self._stats.verification_code = code
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if track.kind == "audio":
+                self._stats.audio_frames_received += 1
+                continue
+            now = time.monotonic()
+            if self._stats.first_frame_at is None:
+                self._stats.first_frame_at = _now()
+            elif self._last_frame is not None:
+                self._stats.max_frame_gap = max(self._stats.max_frame_gap, now - self._last_frame)
+            self._last_frame = now
+            self._stats.frames_received += 1
+            counter = read_counter(frame) if isinstance(frame, VideoFrame) else None
+            if counter is not None:
+                if self._last_counter is not None and counter > self._last_counter + 1:
+                    self._stats.frames_lost += counter - self._last_counter - 1
+                self._last_counter = counter
+
+    @property
+    def stats(self) -> PeerStats:
+        self._stats.frames_sent = self._frame_clock.frames_sent
+        return self._stats
