@@ -110,3 +110,52 @@ def booking_body(start: datetime, minutes: int = 50, *, funding: str = "sponsore
             "starts_at": start.isoformat(), "ends_at": (start + timedelta(minutes=minutes)
                                                         ).isoformat(),
             "funding": funding, "source": source}
+
+
+# -- the whole service (gate + signalling in one app), as `carecall serve` runs it ------
+
+
+@pytest.fixture
+def signalling_config(tmp_path: Path) -> Any:
+    from signalling.config import SignallingConfig
+
+    return SignallingConfig(public_url="", var_dir=tmp_path / "var")
+
+
+@pytest.fixture
+async def service(tmp_path: Path, signalling_config: Any,
+                  aiohttp_client: Callable[..., Any]) -> AsyncIterator[GateClient]:
+    """gate + signalling on a real server on 127.0.0.1 with SQLite and the real clock."""
+    from aiohttp.test_utils import TestServer, unused_port
+
+    from carecall.serve import build_app
+
+    port = unused_port()
+    config = GateConfig(db_url=f"sqlite:///{tmp_path / 'gate.db'}",
+                        public_url=f"http://127.0.0.1:{port}", api_key=API_KEY,
+                        var_dir=tmp_path / "var")
+    app = build_app(config, signalling_config)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    client: GateClient = await aiohttp_client(server)
+    yield client
+
+
+async def book_now(client: GateClient, booking_id: str = "b-1", *, start_offset: float = 0,
+                   minutes: int = 50) -> dict[str, Any]:
+    """Seed people, a booking starting ``start_offset`` seconds from now, and its links."""
+    from datetime import datetime
+
+    response = await client.get("/api/v1/clients/cli-1/credits", headers=AUTH)
+    if response.status == 404:
+        await seed_people(client, credits=5)
+    start = datetime.now(UTC) + timedelta(seconds=start_offset)
+    response = await client.put(f"/api/v1/bookings/{booking_id}", headers=AUTH,
+                                json=booking_body(start, minutes))
+    assert response.status in (200, 201), await response.text()
+    booking: dict[str, Any] = await response.json()
+    links = await (await client.post(f"/api/v1/bookings/{booking_id}/links",
+                                     headers=AUTH)).json()
+    return {"booking": booking, "room_id": booking["room_id"],
+            "professional": links["professional"]["url"].split("#t=")[1],
+            "client": links["client"]["url"].split("#t=")[1],
+            "links": {role: links[role]["url"] for role in ("professional", "client")}}
