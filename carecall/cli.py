@@ -14,6 +14,7 @@ from pathlib import Path
 from booking_gate.config import DEFAULT_VAR_DIR, GateConfig, windows_from_env
 from booking_gate.db.engine import async_url
 from carecall.serve import run
+from peer import cli as peer_cli
 from signalling.config import SignallingConfig
 from signalling.ice import IceConfig, split_urls
 
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "scale-out deployment with separate signalling nodes.")
     _add_common(gate, default_port=8081)
     _add_gate_options(gate)
+
+    peer = sub.add_parser(
+        "peer", help="join a session headless with a link (QA and CI)",
+        description=peer_cli.__doc__, epilog=peer_cli.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    peer_cli.add_arguments(peer)
+    peer.add_argument("--log-level", default=_env("CARECALL_LOG_LEVEL", "WARNING"),
+                      choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                      help="log verbosity on stderr (default WARNING)")
     return parser
 
 
@@ -135,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "peer":
+        return peer_cli.main(args)
     try:
         config = gate_config(args)
     except ValueError as error:

@@ -190,6 +190,19 @@ class Peer:
                 raise PeerError(f"timed out after {timeout:g} s waiting for {what}")
             await asyncio.sleep(0.05)
 
+    async def stay(self, seconds: float, stop: asyncio.Event | None = None) -> None:
+        """Stay in the call for ``seconds`` (or until ``stop``); raise if the peer fails."""
+        waiters = [asyncio.create_task(self._done.wait())]
+        if stop is not None:
+            waiters.append(asyncio.create_task(stop.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self.failure is not None:
+            raise self.failure
+
     async def leave(self) -> None:
         """Say ``bye`` (closing the attendance interval at once) and close everything."""
         if self._ws is not None and not self._ws.closed:
