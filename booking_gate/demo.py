@@ -26,6 +26,12 @@ async def create_demo_booking(service: GateService) -> dict[str, str]:
         await service.grant_credits("demo-hub", {"client_id": "demo-client", "credits": 5})
     existing = await service.store.get_booking(booking_id)
     if existing is None:
+        # An earlier run's demo booking may still be running: cancel it, or this one
+        # (which starts now) would be refused as slot_taken and the start would fail.
+        for old in await service.store.list_confirmed("demo-professional", now,
+                                                      now + timedelta(minutes=50)):
+            await service.cancel(old.booking_id, {"by": "professional",
+                                                  "reason": "replaced by a new demo booking"})
         await service.put_booking(booking_id, {
             "professional_id": "demo-professional", "client_id": "demo-client",
             "starts_at": now.isoformat(), "ends_at": (now + timedelta(minutes=50)).isoformat(),
