@@ -10,6 +10,7 @@ import socket
 import sys
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from booking_gate.app import setup_gate
 from booking_gate.appkeys import SERVICE
@@ -39,11 +40,13 @@ def build_app(config: GateConfig, signalling: SignallingConfig | None = None, *,
               clock: Clock = utc_now) -> web.Application:
     """One app with the gate, and signalling wired to it in-process when given."""
     app = web.Application(client_max_size=256 * 1024)
-    setup_gate(app, config, clock=clock)
+    # One registry, so /metrics shows the gate's and signalling's metrics together.
+    registry = CollectorRegistry()
+    setup_gate(app, config, clock=clock, registry=registry)
     if signalling is not None:
         if not signalling.public_url:
             signalling = dataclasses.replace(signalling, public_url=config.public_url)
-        setup_signalling(app, signalling, InProcessGate(app), clock=clock)
+        setup_signalling(app, signalling, InProcessGate(app), clock=clock, registry=registry)
     return app
 
 
