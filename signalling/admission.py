@@ -7,12 +7,9 @@ from datetime import datetime
 
 from signalling.errors import NotAllowed, OutsideWindow, UnknownRoom
 from signalling.gate import GateLink, RoomBooking
+from signalling.messages import rfc3339
 from signalling.room import Role
 from signalling.tokens import Claims, verify
-
-
-def _utc(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +33,8 @@ class Admission:
         check_booking(claims, booking)
         if now < booking.opens_at:
             raise OutsideWindow(
-                f"too early: the session starts at {_utc(booking.starts_at)} and the room "
-                f"opens at {_utc(booking.opens_at)}", "too_early")
+                f"too early: the session starts at {rfc3339(booking.starts_at)} and the room "
+                f"opens at {rfc3339(booking.opens_at)}", "too_early")
         if now >= booking.closes_at:
             raise OutsideWindow("this session is over", "session_over")
         return Admitted(claims, booking)

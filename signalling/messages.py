@@ -17,7 +17,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 CLIENT_TYPES = ("hello", "signal", "media", "bye")
 MEDIA_STATES = ("connected", "disconnected")
 AGENTS = ("browser", "aiortc")
-DESCRIPTION_TYPES = ("offer", "answer", "rollback", "pranswer")
+DESCRIPTION_TYPES = ("offer", "answer", "rollback")
 
 
 @dataclass(frozen=True, slots=True)

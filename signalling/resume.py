@@ -24,7 +24,9 @@ def issue(secret: bytes, room: str, role: str, session_id: str, expiry: int) -> 
 def check(secret: bytes, token: str, room: str, role: str, now: int) -> str | None:
     """The session id the token continues, or None if it is not valid here and now."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[1].isdigit():
+    # ASCII only: str.isdigit() admits digits int() rejects ("²"), and compare_digest
+    # raises on non-ASCII strings; a client sends this value, so refuse, never raise.
+    if not token.isascii() or len(parts) != 3 or not parts[1].isdigit():
         return None
     session_id, expiry, mac = parts[0], int(parts[1]), parts[2]
     if now >= expiry:

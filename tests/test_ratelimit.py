@@ -1,0 +1,99 @@
+"""Token buckets (signalling.ratelimit): refill, burst cap, per-key limits, LRU bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from signalling.ratelimit import KeyedLimiter, TokenBucket
+
+# Rates and times are binary fractions so that refills are exact in floating point.
+
+
+def test_fresh_bucket_allows_a_full_burst_then_refuses() -> None:
+    """A new bucket starts full: ``burst`` takes succeed at once, the next one fails."""
+    bucket = TokenBucket(rate=4.0, burst=3.0)
+    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize(("later", "allowed"), [(0.125, False), (0.25, True), (1.0, True)],
+                         ids=["half-a-token", "one-token", "four-tokens"])
+def test_bucket_refills_at_its_rate(later: float, allowed: bool) -> None:
+    """An empty bucket of rate 4/s has a whole token again after 0.25 s, not before."""
+    bucket = TokenBucket(rate=4.0, burst=2.0)
+    assert bucket.take(10.0) and bucket.take(10.0)
+    assert bucket.peek(10.0 + later) == min(2.0, 4.0 * later)
+    assert bucket.take(10.0 + later) is allowed
+
+
+def test_refill_accumulates_across_refused_takes() -> None:
+    """A refused take spends nothing: the partial refill is kept and completed later."""
+    bucket = TokenBucket(rate=4.0, burst=1.0)
+    assert bucket.take(0.0)
+    assert not bucket.take(0.125)
+    assert bucket.take(0.25)
+
+
+def test_bucket_never_holds_more_than_burst() -> None:
+    """After a long idle period only ``burst`` takes succeed back to back."""
+    bucket = TokenBucket(rate=4.0, burst=3.0)
+    for _ in range(3):
+        bucket.take(0.0)
+    assert bucket.peek(1_000.0) == 3.0
+    assert [bucket.take(1_000.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_take_with_a_cost() -> None:
+    """A take of cost c needs c tokens and removes exactly c."""
+    bucket = TokenBucket(rate=1.0, burst=4.0)
+    assert bucket.take(0.0, cost=2.5)
+    assert bucket.peek(0.0) == 1.5
+    assert not bucket.take(0.0, cost=2.0)
+    assert bucket.peek(0.0) == 1.5
+
+
+def test_peek_does_not_spend() -> None:
+    """peek reports the budget without using it, on a fresh and on a used bucket."""
+    bucket = TokenBucket(rate=1.0, burst=2.0)
+    assert bucket.peek(5.0) == bucket.peek(5.0) == 2.0
+    bucket.take(5.0)
+    assert bucket.peek(5.0) == bucket.peek(5.0) == 1.0
+
+
+def test_keyed_limiter_allowed_does_not_spend_and_spend_does() -> None:
+    """allowed() can be asked any number of times; only spend() uses the key's budget."""
+    limiter = KeyedLimiter(rate=1.0, burst=2.0)
+    assert all(limiter.allowed("a", 0.0) for _ in range(10))
+    limiter.spend("a", 0.0)
+    assert limiter.allowed("a", 0.0)
+    limiter.spend("a", 0.0)
+    assert not limiter.allowed("a", 0.0)
+
+
+def test_keyed_limiter_keys_are_independent_and_refill() -> None:
+    """One key's exhaustion does not touch another's; a key recovers at the rate."""
+    limiter = KeyedLimiter(rate=0.5, burst=1.0)
+    limiter.spend("a", 0.0)
+    assert not limiter.allowed("a", 0.0)
+    assert limiter.allowed("b", 0.0)
+    assert not limiter.allowed("a", 1.5)
+    assert limiter.allowed("a", 2.0)
+
+
+def test_keyed_limiter_forgets_the_least_recently_used_key() -> None:
+    """Past max_keys the key used longest ago is dropped; a recently used one is kept."""
+    limiter = KeyedLimiter(rate=1.0, burst=1.0, max_keys=2)
+    limiter.spend("old", 0.0)
+    limiter.spend("kept", 0.0)
+    assert not limiter.allowed("kept", 0.0)  # also makes "kept" the most recent
+    limiter.allowed("new", 0.0)  # evicts "old", whose refused budget is forgotten
+    assert not limiter.allowed("kept", 0.0)
+    assert limiter.allowed("old", 0.0)
+
+
+def test_keyed_limiter_memory_is_bounded() -> None:
+    """However many addresses appear, at most max_keys buckets are held."""
+    limiter = KeyedLimiter(rate=1.0, burst=1.0, max_keys=8)
+    for i in range(1_000):
+        limiter.spend(f"198.51.100.{i}", 0.0)
+    assert len(limiter._buckets) == 8
+    assert list(limiter._buckets) == [f"198.51.100.{i}" for i in range(992, 1_000)]
