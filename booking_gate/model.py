@@ -95,6 +95,8 @@ class Booking:
     # When the booking's times last changed; tokens issued before it are stale.
     changed_at: datetime
     cancellation: Cancellation | None = None
+    # iCalendar SEQUENCE: grows with every change of time or status.
+    sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +180,11 @@ class NewBooking:
             and self.funding is booking.funding
             and self.source is booking.source
         )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """Something to deliver later (an email, a webhook), stored with the change it reports."""
+
+    kind: str
+    payload: dict[str, object]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,7 @@ from booking_gate.model import (
     Funding,
     HubId,
     NewBooking,
+    OutboxMessage,
     Professional,
     ProfessionalId,
     Role,
@@ -76,6 +77,7 @@ def _booking(row: Any) -> Booking:
         starts_at=row.starts_at, ends_at=row.ends_at, funding=Funding(row.funding),
         source=Source(row.source), status=BookingStatus(row.status), room_id=RoomId(row.room_id),
         created_at=row.created_at, changed_at=row.changed_at, cancellation=cancellation,
+        sequence=row.ics_sequence,
     )
 
 
@@ -109,6 +111,9 @@ class StoredRecord:
     booking: Booking
     final: dict[str, Any] | None  # the stored final record, when there is one
     credit_state: CreditState
+
+
+Notify = Callable[[Booking], Sequence[OutboxMessage]]
 
 
 class Store:
@@ -239,11 +244,16 @@ class Store:
         if (await conn.execute(blocked.limit(1))).first() is not None:
             raise _slot_taken()
 
-    async def create_booking(self, new: NewBooking, now: datetime) -> tuple[Booking, bool]:
-        """Create ``new`` or return the identical existing one; ``(booking, created)``."""
+    async def create_booking(self, new: NewBooking, now: datetime, notify: Notify | None = None
+                             ) -> tuple[Booking, bool]:
+        """Create ``new`` or return the identical existing one; ``(booking, created)``.
+
+        ``notify`` builds the messages announcing the new booking; they are stored in the
+        same transaction, so a booking is never created without them (nor they without it).
+        """
         for attempt in range(2):
             try:
-                return await self._create_booking(new, now)
+                return await self._create_booking(new, now, notify)
             except IntegrityError as error:
                 if _is_overlap_violation(error):
                     raise _slot_taken() from None
@@ -252,7 +262,8 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
-    async def _create_booking(self, new: NewBooking, now: datetime) -> tuple[Booking, bool]:
+    async def _create_booking(self, new: NewBooking, now: datetime, notify: Notify | None
+                              ) -> tuple[Booking, bool]:
         async with self.engine.begin() as conn:
             row = (await conn.execute(select(t.bookings).where(
                 t.bookings.c.booking_id == new.booking_id))).first()
@@ -289,10 +300,11 @@ class Store:
                 idempotency_key=new.idempotency_key))
             row = (await conn.execute(select(t.bookings).where(
                 t.bookings.c.booking_id == new.booking_id))).one()
+            await self._notify(conn, notify, _booking(row), now)
         return _booking(row), True
 
     async def reschedule(self, booking_id: str, starts_at: datetime, ends_at: datetime,
-                         now: datetime) -> Booking:
+                         now: datetime, notify: Notify | None = None) -> Booking:
         try:
             async with self.engine.begin() as conn:
                 row = (await conn.execute(select(t.bookings).where(
@@ -305,12 +317,14 @@ class Store:
                 moved = await conn.execute(update(t.bookings).where(
                     t.bookings.c.booking_id == booking_id,
                     t.bookings.c.status == BookingStatus.CONFIRMED.value,
-                ).values(starts_at=starts_at, ends_at=ends_at, changed_at=now))
+                ).values(starts_at=starts_at, ends_at=ends_at, changed_at=now,
+                         ics_sequence=t.bookings.c.ics_sequence + 1))
                 if moved.rowcount != 1:
                     raise Conflict("the booking is cancelled", code="booking_cancelled",
                                    field=None)
                 row = (await conn.execute(select(t.bookings).where(
                     t.bookings.c.booking_id == booking_id))).one()
+                await self._notify(conn, notify, _booking(row), now)
         except IntegrityError as error:
             if _is_overlap_violation(error):
                 raise _slot_taken() from None
@@ -318,7 +332,8 @@ class Store:
         return _booking(row)
 
     async def cancel(self, booking_id: str, cancellation: Cancellation,
-                     credit_effect: CreditState) -> tuple[Booking, bool]:
+                     credit_effect: CreditState, notify: Notify | None = None
+                     ) -> tuple[Booking, bool]:
         """Cancel a confirmed booking; ``(booking, changed)``. Idempotent."""
         async with self.engine.begin() as conn:
             result = await conn.execute(update(t.bookings).where(
@@ -328,6 +343,7 @@ class Store:
                 status=BookingStatus.CANCELLED.value, cancelled_by=cancellation.by.value,
                 cancelled_at=cancellation.at, cancel_late=cancellation.late,
                 cancel_chargeable=cancellation.chargeable, cancel_reason=cancellation.reason,
+                ics_sequence=t.bookings.c.ics_sequence + 1,
             ))
             changed = bool(result.rowcount)
             if changed:
@@ -335,9 +351,51 @@ class Store:
                                           "cancellation")
             row = (await conn.execute(select(t.bookings).where(
                 t.bookings.c.booking_id == booking_id))).first()
+            if changed and row is not None:
+                await self._notify(conn, notify, _booking(row), cancellation.at)
         if row is None:
             raise NotFound(f"unknown booking '{booking_id}'", field=None)
         return _booking(row), changed
+
+    # -- outbox ------------------------------------------------------------------
+
+    async def _notify(self, conn: AsyncConnection, notify: Notify | None, booking: Booking,
+                      now: datetime) -> None:
+        if notify is not None:
+            await self._enqueue(conn, notify(booking), now)
+
+    async def _enqueue(self, conn: AsyncConnection, messages: Sequence[OutboxMessage],
+                       now: datetime) -> None:
+        if messages:
+            await conn.execute(t.outbox.insert(), [{
+                "kind": m.kind, "payload": json.dumps(m.payload, default=str),
+                "created_at": now, "next_attempt_at": now, "attempts": 0, "sent_at": None,
+                "last_error": None} for m in messages])
+
+    async def enqueue(self, messages: Sequence[OutboxMessage], now: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await self._enqueue(conn, messages, now)
+
+    async def due_outbox(self, kind: str, now: datetime, limit: int = 50
+                         ) -> list[tuple[int, dict[str, Any], int]]:
+        """Unsent messages of ``kind`` whose next attempt is due: (id, payload, attempts)."""
+        o = t.outbox.c
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(o.message_id, o.payload, o.attempts).where(
+                o.kind == kind, o.sent_at.is_(None), o.next_attempt_at <= now,
+            ).order_by(o.next_attempt_at, o.message_id).limit(limit))).all()
+        return [(row.message_id, dict(json.loads(row.payload)), row.attempts) for row in rows]
+
+    async def mark_sent(self, message_id: int, now: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(t.outbox).where(t.outbox.c.message_id == message_id)
+                               .values(sent_at=now, attempts=t.outbox.c.attempts + 1))
+
+    async def mark_failed(self, message_id: int, error: str, retry_at: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(t.outbox).where(t.outbox.c.message_id == message_id)
+                               .values(last_error=error[:200], next_attempt_at=retry_at,
+                                       attempts=t.outbox.c.attempts + 1))
 
     # -- credits -----------------------------------------------------------------
 

@@ -111,6 +111,7 @@ bookings = Table(
     Column("cancel_chargeable", Boolean, nullable=True),
     Column("cancel_reason", String(500), nullable=True),
     Column("idempotency_key", String(128), nullable=True, unique=True),
+    Column("ics_sequence", Integer, nullable=False, server_default="0"),
     Index("ix_bookings_professional", "professional_id", "starts_at"),
     Index("ix_bookings_starts", "starts_at", "booking_id"),
 )
@@ -166,4 +167,37 @@ attendance_overrides = Table(
     Column("by", String(128), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Index("ix_attendance_overrides_booking", "booking_id"),
+)
+
+# -- revision 0002: notifications and credit requests ------------------------------------
+
+# Each booking's iCalendar SEQUENCE (RFC 5545 3.8.7.4) lives on the booking row
+# (``bookings.ics_sequence``, added by 0002) and grows with every change.
+
+outbox = Table(
+    "outbox", metadata,
+    Column("message_id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # email | webhook
+    Column("payload", Text, nullable=False),  # JSON: everything needed to send it
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("last_error", String(200), nullable=True),
+    Index("ix_outbox_due", "sent_at", "next_attempt_at"),
+)
+
+credit_requests = Table(
+    "credit_requests", metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("hub_id", ID, nullable=False),
+    Column("client_id", ID, ForeignKey("clients.client_id"), nullable=False),
+    Column("professional_id", ID, ForeignKey("professionals.professional_id"), nullable=False),
+    Column("credits", Integer, nullable=False),
+    Column("note", String(500), nullable=True),
+    Column("status", String(16), nullable=False),  # pending|approved|declined
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("granted", Integer, nullable=True),
+    Index("ix_credit_requests_hub", "hub_id", "status", "created_at"),
 )
