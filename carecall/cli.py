@@ -134,6 +134,7 @@ def signalling_config(args: argparse.Namespace) -> SignallingConfig:
     return SignallingConfig(
         public_url=(args.public_url or "").rstrip("/"),
         extra_origins=split_urls(_env("CARECALL_ALLOWED_ORIGINS")),
+        trusted_proxies=split_urls(_env("CARECALL_TRUSTED_PROXIES")),
         ice=IceConfig(stun_urls=split_urls(_env("CARECALL_STUN_URLS")),
                       turn_urls=split_urls(_env("CARECALL_TURN_URLS")),
                       turn_secret=_env("CARECALL_TURN_SECRET")),

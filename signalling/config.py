@@ -26,5 +26,7 @@ class SignallingConfig:
     # Per client address: refused admissions allowed per minute (and burst).
     failed_admissions_per_minute: float = 10.0
     failed_admissions_burst: float = 20.0
+    # Addresses of reverse proxies whose X-Forwarded-For names the real client.
+    trusted_proxies: tuple[str, ...] = ()
     revalidate_interval: float = 2.0
     sweep_interval: float = 1.0

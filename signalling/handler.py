@@ -57,6 +57,18 @@ def origin_allowed(request: web.Request) -> bool:
     return host in ("localhost", "127.0.0.1", "::1")
 
 
+def client_address(request: web.Request) -> str:
+    """The client's address for rate limits (never logged): behind a trusted proxy, the
+    last address of X-Forwarded-For, which that proxy appended."""
+    remote = request.remote or "unknown"
+    if remote in request.app[CONFIG].trusted_proxies:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return remote
+
+
 async def _refuse(ws: web.WebSocketResponse, request: web.Request, code: CloseCode,
                   error_code: str, message: str) -> None:
     request.app[METRICS].refusals.labels(str(int(code))).inc()
@@ -90,7 +102,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         await _refuse(ws, request, CloseCode.POLICY_VIOLATION, "origin_not_allowed",
                       "this origin may not open the signalling socket")
         return ws
-    address = request.remote or "unknown"
+    address = client_address(request)
     failed = request.app[FAILED_JOINS]
     if not failed.allowed(address, time.monotonic()):
         await _refuse(ws, request, CloseCode.RATE_LIMITED, "rate_limited",

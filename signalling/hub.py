@@ -103,15 +103,24 @@ class RoomHub:
 
     async def join(self, conn: Connection, can_rollback: bool, resumed: bool,
                    welcome: dict[str, Any]) -> None:
-        entry = self._entry(conn.room_id, conn.booking)
-        async with entry.lock:
-            entry.booking = conn.booking
+        while True:
+            entry = self._entry(conn.room_id, conn.booking)
+            await entry.lock.acquire()
+            if self._rooms.get(conn.room_id) is entry:
+                break
+            # The room emptied (and was dropped) while we waited for its lock.
+            entry.lock.release()
+        try:
+            # ``entry.booking`` stays the one the room opened with, so revalidation closes
+            # the room if the booking changed since, whatever links joined later.
             effects = entry.room.join(conn.role, conn.id, conn.session_id, can_rollback,
                                       resumed, self._clock())
             entry.connections[conn.id] = conn
             await conn.send({**welcome, "polite": entry.room.polite(conn.role),
                              "peer_present": entry.room.connection(conn.role.other) is not None})
             await self._apply(entry, effects)
+        finally:
+            entry.lock.release()
 
     async def relay(self, conn: Connection, message: dict[str, Any]) -> bool:
         """Relay to the other party; False when nobody is there to receive it."""

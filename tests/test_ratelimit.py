@@ -97,3 +97,25 @@ def test_keyed_limiter_memory_is_bounded() -> None:
         limiter.spend(f"198.51.100.{i}", 0.0)
     assert len(limiter._buckets) == 8
     assert list(limiter._buckets) == [f"198.51.100.{i}" for i in range(992, 1_000)]
+
+
+def test_client_address_uses_forwarded_for_only_from_a_trusted_proxy() -> None:
+    """X-Forwarded-For counts only when the direct peer is a configured proxy."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from signalling.appkeys import CONFIG
+    from signalling.config import SignallingConfig
+    from signalling.handler import client_address
+
+    app = web.Application()
+    app[CONFIG] = SignallingConfig(trusted_proxies=("10.0.0.2",))
+    headers = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+
+    def address(remote: str) -> str:
+        # make_mocked_request: aiohttp's own helper; no socket is needed to read headers.
+        request = make_mocked_request("GET", "/ws", headers=headers, app=app)
+        return client_address(request.clone(remote=remote))
+
+    assert address("10.0.0.2") == "198.51.100.7"
+    assert address("192.0.2.1") == "192.0.2.1"
