@@ -16,9 +16,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from booking_gate.api import routes
-from booking_gate.appkeys import CONFIG, METRICS, SERVICE
+from booking_gate.api_scheduling import routes as scheduling_routes
+from booking_gate.appkeys import CONFIG, CREDIT_REQUESTS, INCALL, METRICS, SERVICE
+from booking_gate.credit_requests import CreditRequests
+from booking_gate.incall import InCall
 from booking_gate.config import GateConfig
 from booking_gate.db.engine import create_engine, migrate
+from booking_gate.mailer import MAILER, Mailer
 from booking_gate.metrics import GateMetrics
 from booking_gate.rules import Windows
 from booking_gate.service import Clock, GateService, utc_now
@@ -32,6 +36,8 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
                registry: CollectorRegistry | None = None) -> None:
     app[CONFIG] = config
     app[METRICS] = GateMetrics(registry or CollectorRegistry())
+    # Before ``routes``: its last route catches every other /api/ path.
+    app.add_routes(scheduling_routes)
     app.add_routes(routes)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
@@ -42,6 +48,8 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
                                  config.overrun)
             app[SERVICE] = GateService(Store(engine), tokens, config.public_url,
                                        Windows(config.join_early, config.overrun), clock)
+            app[INCALL] = InCall(app[SERVICE])
+            app[CREDIT_REQUESTS] = CreditRequests(app[SERVICE])
             yield
         finally:
             await engine.dispose()
@@ -55,8 +63,21 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
         # Flush: settle whatever became due while we were running.
         await app[SERVICE].finalize_due()
 
+    async def mailer(app: web.Application) -> AsyncIterator[None]:
+        service = app[SERVICE]
+        app[MAILER] = sender = Mailer(service.store, config, clock)
+        service.mail_from = config.mail_from
+        service.outbox_listeners.append(sender.wake)
+        task = asyncio.create_task(sender.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sender.flush()  # bounded: what is left stays in the outbox
+
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(finaliser)
+    app.cleanup_ctx.append(mailer)
 
 
 async def _finalise_forever(app: web.Application, interval: float) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from booking_gate.config import GateConfig
+from booking_gate.credit_requests import CreditRequests
+from booking_gate.incall import InCall
 from booking_gate.metrics import GateMetrics
 from booking_gate.service import GateService
 
 CONFIG = web.AppKey("gate_config", GateConfig)
 SERVICE = web.AppKey("gate_service", GateService)
 METRICS = web.AppKey("gate_metrics", GateMetrics)
+INCALL = web.AppKey("gate_incall", InCall)
+CREDIT_REQUESTS = web.AppKey("gate_credit_requests", CreditRequests)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,10 +25,47 @@ class GateConfig:
     # How often the background task finalises attendance records that are due.
     finalize_interval: float = 30.0
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Notification emails (booking_gate/mailer.py); no host: they wait in the outbox.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    mail_from: str = "carecall@localhost"
+    # How often the mailer looks for due emails when nothing wakes it.
+    mail_interval: float = 30.0
 
     @property
     def key_path(self) -> Path:
         return self.signing_key_path or self.var_dir / "signing_key.pem"
+
+    @property
+    def calendar_secret_path(self) -> Path:
+        """The secret behind the calendar feed keys (``ics.feed_key``)."""
+        return self.var_dir / "calendar_secret"
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The 32-byte secret at ``path``, created (mode 0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside, then linked into place: a reader never sees a half-written file,
+        # and of two processes starting at once only one secret wins.
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_bytes(32).hex() + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(temp, path)
+        finally:
+            temp.unlink()
+    secret = bytes.fromhex(path.read_text().strip())
+    if len(secret) < 32:
+        raise ValueError(f"{path} must hold at least 32 bytes, hex-encoded")
+    return secret
 
 
 def seconds_from_env(env: Mapping[str, str], name: str, default: int) -> timedelta:

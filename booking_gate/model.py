@@ -170,6 +170,8 @@ class NewBooking:
     funding: Funding
     source: Source
     idempotency_key: str | None = None
+    # Sponsored if a credit is left, else private (the in-call "book next session").
+    fallback_private: bool = False
 
     def same_content(self, booking: Booking) -> bool:
         return (

@@ -12,10 +12,10 @@ import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from booking_gate import rules
+from booking_gate import ics, notify, rules
 from booking_gate.errors import Conflict, InvalidRequest, NotFound
 from booking_gate.model import (
     AttendanceEvent,
@@ -39,6 +39,7 @@ from booking_gate.model import (
     RoomId,
     Source,
 )
+from booking_gate.notify import BookingEvent
 from booking_gate.rules import CreditEffect, Windows, format_time
 from booking_gate.store import Store
 from booking_gate.tokens import TokenIssuer, join_url
@@ -58,6 +59,9 @@ RoomLockListener = Callable[[RoomId, str], Awaitable[None]]
 
 MAX_EVENTS_PER_BATCH = 500
 MAX_EXPORT_LIMIT = 500
+# The professional's calendar feed covers this window around now.
+FEED_PAST = timedelta(days=30)
+FEED_AHEAD = timedelta(days=180)
 
 
 def utc_now() -> datetime:
@@ -127,6 +131,9 @@ class GateService:
         self.windows = windows
         self.clock = clock
         self.room_lock_listeners: list[RoomLockListener] = []
+        # Notification emails (notify.py): their sender, and who hears that some were queued.
+        self.mail_from = "carecall@localhost"
+        self.outbox_listeners: list[Callable[[], None]] = []
 
     # -- people ------------------------------------------------------------------
 
@@ -214,8 +221,10 @@ class GateService:
             starts_at=starts_at, ends_at=ends_at,
             funding=body.choice("funding", Funding), source=body.choice("source", Source),
         )
-        booking, created = await self.store.create_booking(new, self.clock())
+        notices = await self._notifier(BookingEvent.CREATED, professional_id, client_id)
+        booking, created = await self.store.create_booking(new, self.clock(), notify=notices)
         if created:
+            self.outbox_changed()
             logger.info("booking created", extra={"booking_id": bid})
         return booking_json(booking), created
 
@@ -243,10 +252,13 @@ class GateService:
         self._refuse_if_over(booking, now)
         late, chargeable = rules.cancellation_terms(booking, by, now)
         outcome = Outcome.LATE_CANCELLATION if chargeable else Outcome.CANCELLED
+        notices = await self._notifier(BookingEvent.CANCELLED, booking.professional_id,
+                                       booking.client_id)
         booking, changed = await self.store.cancel(
             booking.booking_id, Cancellation(by, now, late, chargeable, reason),
-            _credit_target(outcome, booking.funding))
+            _credit_target(outcome, booking.funding), notify=notices)
         if changed:
+            self.outbox_changed()
             logger.info("booking cancelled", extra={"booking_id": booking.booking_id})
             await self._record(booking, now)
             await self._lock_room(booking.room_id, "booking_cancelled")
@@ -264,10 +276,41 @@ class GateService:
                            code="not_modifiable", field=None)
         now = self.clock()
         self._refuse_if_over(booking, now)
-        updated = await self.store.reschedule(booking.booking_id, starts_at, ends_at, now)
+        notices = await self._notifier(BookingEvent.RESCHEDULED, booking.professional_id,
+                                       booking.client_id, previous=booking)
+        updated = await self.store.reschedule(booking.booking_id, starts_at, ends_at, now,
+                                              notify=notices)
+        self.outbox_changed()
         logger.info("booking rescheduled", extra={"booking_id": booking.booking_id})
         await self._lock_room(booking.room_id, "booking_rescheduled")
         return booking_json(updated)
+
+    async def _notifier(self, event: BookingEvent, professional_id: str, client_id: str,
+                        previous: Booking | None = None) -> notify.Notify | None:
+        """The emails for ``event``, built in the store's transaction (``notify.py``)."""
+        professional = await self.store.get_professional(professional_id)
+        client = await self.store.get_client(client_id)
+        if professional is None or client is None:
+            return None  # the store refuses the change with not_found
+        return notify.notifier(event, professional, client, mail_from=self.mail_from,
+                               previous=previous)
+
+    async def notifier_for_new(self, professional: Professional, client_id: str
+                               ) -> notify.Notify | None:
+        """The ``notify`` for ``Store.create_booking`` of a new booking of ``professional``.
+
+        Await it before the store call, and call ``outbox_changed()`` once it committed.
+        """
+        client = await self.store.get_client(client_id)
+        if client is None:
+            return None  # the store refuses the booking with not_found
+        return notify.notifier(BookingEvent.CREATED, professional, client,
+                               mail_from=self.mail_from)
+
+    def outbox_changed(self) -> None:
+        """Wake the senders: a committed change queued outbox messages."""
+        for listener in self.outbox_listeners:
+            listener()
 
     async def links(self, booking_id: str) -> dict[str, Any]:
         booking = await self._booking(booking_id)
@@ -287,6 +330,28 @@ class GateService:
                 await listener(room_id, reason)
             except Exception:
                 logger.exception("a room lock listener failed")
+
+    # -- calendar feed (ics.py) ---------------------------------------------------
+
+    async def calendar_url(self, professional_id: str, secret: bytes) -> dict[str, Any]:
+        """The professional's feed URL, with its key: for calendar subscription."""
+        professional = await self._professional(professional_id)
+        pid = professional.professional_id
+        key = ics.feed_key(secret, pid)
+        return {"url": f"{self.public_url}/api/v1/professionals/{pid}/calendar.ics?key={key}"}
+
+    async def calendar_feed(self, professional_id: str, key: str | None, secret: bytes
+                            ) -> bytes:
+        """The professional's bookings as iCalendar; a wrong key is ``not_found`` too."""
+        if not ics.feed_key_matches(secret, professional_id, key):
+            raise NotFound("no such calendar", field=None)
+        professional = await self.store.get_professional(professional_id)
+        if professional is None:
+            raise NotFound("no such calendar", field=None)
+        now = self.clock()
+        bookings = await self.store.list_confirmed(professional.professional_id,
+                                                   now - FEED_PAST, now + FEED_AHEAD)
+        return ics.professional_feed_ics(professional, bookings)
 
     async def room_booking(self, room_id: str) -> Booking | None:
         """The booking behind a room, for admission checks by signalling."""

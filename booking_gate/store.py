@@ -262,39 +262,54 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
+    async def _existing(self, conn: AsyncConnection, new: NewBooking) -> Booking | None:
+        """The booking ``new`` repeats (same id, or same idempotency key), if any."""
+        row = (await conn.execute(select(t.bookings).where(
+            t.bookings.c.booking_id == new.booking_id))).first()
+        if row is not None:
+            existing = _booking(row)
+            if not new.same_content(existing):
+                raise Conflict(
+                    f"booking '{new.booking_id}' already exists with other content",
+                    code="booking_exists", field="booking_id",
+                )
+            return existing
+        if new.idempotency_key is not None:
+            row = (await conn.execute(select(t.bookings).where(
+                t.bookings.c.idempotency_key == new.idempotency_key))).first()
+            if row is not None:
+                return _booking(row)
+        return None
+
     async def _create_booking(self, new: NewBooking, now: datetime, notify: Notify | None
                               ) -> tuple[Booking, bool]:
         async with self.engine.begin() as conn:
-            row = (await conn.execute(select(t.bookings).where(
-                t.bookings.c.booking_id == new.booking_id))).first()
-            if row is None and new.idempotency_key is not None:
-                row = (await conn.execute(select(t.bookings).where(
-                    t.bookings.c.idempotency_key == new.idempotency_key))).first()
-                if row is not None:
-                    return _booking(row), False
-            if row is not None:
-                existing = _booking(row)
-                if not new.same_content(existing):
-                    raise Conflict(
-                        f"booking '{new.booking_id}' already exists with other content",
-                        code="booking_exists", field="booking_id",
-                    )
+            existing = await self._existing(conn, new)
+            if existing is not None:
                 return existing, False
             await self._lock_professional(conn, new.professional_id)
+            # Again under the lock: a concurrent twin may have committed meanwhile.
+            existing = await self._existing(conn, new)
+            if existing is not None:
+                return existing, False
             client = (await conn.execute(select(t.clients).where(
                 t.clients.c.client_id == new.client_id))).first()
             if client is None:
                 raise NotFound(f"unknown client '{new.client_id}'", field="client_id")
             await self._check_free(conn, new.professional_id, new.starts_at, new.ends_at)
-            credit_state, hub_id = CreditState.NONE, client.hub_id
-            if new.funding is Funding.SPONSORED:
-                hub_id = await self._reserve_credit(conn, new, now)
-                credit_state = CreditState.RESERVED
+            credit_state, hub_id, funding = CreditState.NONE, client.hub_id, new.funding
+            if funding is Funding.SPONSORED:
+                reserved_hub = await self._reserve_credit(conn, new, now,
+                                                          required=not new.fallback_private)
+                if reserved_hub is None:
+                    funding = Funding.PRIVATE  # no credit left: the client pays
+                else:
+                    hub_id, credit_state = reserved_hub, CreditState.RESERVED
             room_id = new_room_id()
             await conn.execute(t.bookings.insert().values(
                 booking_id=new.booking_id, professional_id=new.professional_id,
                 client_id=new.client_id, hub_id=hub_id, starts_at=new.starts_at,
-                ends_at=new.ends_at, funding=new.funding.value, source=new.source.value,
+                ends_at=new.ends_at, funding=funding.value, source=new.source.value,
                 status=BookingStatus.CONFIRMED.value, room_id=room_id, created_at=now,
                 changed_at=now, credit_state=credit_state.value,
                 idempotency_key=new.idempotency_key))
@@ -399,13 +414,17 @@ class Store:
 
     # -- credits -----------------------------------------------------------------
 
-    async def _reserve_credit(self, conn: AsyncConnection, new: NewBooking, now: datetime) -> str:
+    async def _reserve_credit(self, conn: AsyncConnection, new: NewBooking, now: datetime, *,
+                              required: bool = True) -> str | None:
+        """Hold one credit for ``new``; its hub, or None (or ``no_credits``) if none is left."""
         account = t.credit_accounts.c
         result = await conn.execute(
             update(t.credit_accounts)
             .where(account.client_id == new.client_id, account.balance > 0)
             .values(balance=account.balance - 1, reserved=account.reserved + 1))
         if result.rowcount != 1:
+            if not required:
+                return None
             raise Conflict(
                 f"client '{new.client_id}' has no sponsored credit left",
                 code="no_credits", field="funding",
@@ -452,19 +471,24 @@ class Store:
             client_id=row.client_id, hub_id=row.hub_id or "", booking_id=booking_id, kind=kind,
             amount=1, at=now, note=note))
 
+    async def _grant(self, conn: AsyncConnection, hub_id: str, client_id: str, credits: int,
+                     now: datetime, note: str | None) -> None:
+        account = t.credit_accounts.c
+        stmt = self._insert(t.credit_accounts).values(
+            client_id=client_id, hub_id=hub_id, balance=credits, reserved=0)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["client_id"],
+            set_={"balance": account.balance + credits, "hub_id": hub_id})
+        await conn.execute(stmt)
+        await conn.execute(t.credit_ledger.insert().values(
+            client_id=client_id, hub_id=hub_id, booking_id=None, kind="grant",
+            amount=credits, at=now, note=note))
+
     async def grant_credits(self, hub_id: str, client_id: str, credits: int, now: datetime
                             ) -> CreditAccount:
         account = t.credit_accounts.c
         async with self.engine.begin() as conn:
-            stmt = self._insert(t.credit_accounts).values(
-                client_id=client_id, hub_id=hub_id, balance=credits, reserved=0)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["client_id"],
-                set_={"balance": account.balance + credits, "hub_id": hub_id})
-            await conn.execute(stmt)
-            await conn.execute(t.credit_ledger.insert().values(
-                client_id=client_id, hub_id=hub_id, booking_id=None, kind="grant",
-                amount=credits, at=now, note=None))
+            await self._grant(conn, hub_id, client_id, credits, now, None)
             row = (await conn.execute(
                 select(t.credit_accounts).where(account.client_id == client_id))).one()
         return CreditAccount(ClientId(row.client_id), HubId(row.hub_id), row.balance,
@@ -612,6 +636,66 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_booking(row) for row in rows]
+
+    # -- credit requests -----------------------------------------------------------
+
+    async def find_client(self, hub_id: str, email: str) -> Client | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.clients).where(
+                t.clients.c.hub_id == hub_id,
+                func.lower(t.clients.c.email) == email.lower(),
+            ).order_by(t.clients.c.client_id).limit(1))).first()
+        return _client(row) if row else None
+
+    async def find_professional(self, email: str) -> Professional | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.professionals).where(
+                func.lower(t.professionals.c.email) == email.lower(),
+            ).order_by(t.professionals.c.professional_id).limit(1))).first()
+        return _professional(row) if row else None
+
+    async def add_credit_request(self, values: dict[str, Any]) -> dict[str, Any]:
+        async with self.engine.begin() as conn:
+            await conn.execute(t.credit_requests.insert().values(**values))
+        return values
+
+    async def credit_requests(self, hub_id: str, status: str | None, limit: int
+                              ) -> list[dict[str, Any]]:
+        query = select(t.credit_requests, t.professionals.c.name.label("professional_name")).join(
+            t.professionals,
+            t.professionals.c.professional_id == t.credit_requests.c.professional_id,
+        ).where(t.credit_requests.c.hub_id == hub_id)
+        if status is not None:
+            query = query.where(t.credit_requests.c.status == status)
+        query = query.order_by(t.credit_requests.c.created_at.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [dict(row._mapping) for row in rows]
+
+    async def decide_credit_request(self, hub_id: str, request_id: str, approve: bool,
+                                    credits: int | None, now: datetime) -> dict[str, Any]:
+        """Approve (granting the credits to the request's client) or decline, once."""
+        r = t.credit_requests.c
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(t.credit_requests).where(
+                r.request_id == request_id, r.hub_id == hub_id).with_for_update())).first()
+            if row is None:
+                raise NotFound(f"unknown credit request '{request_id}'", field="request_id")
+            if row.status != "pending":
+                if (row.status == "approved") != approve:
+                    raise Conflict(f"the request was already {row.status}",
+                                   code="already_decided", field=None)
+                return dict(row._mapping)
+            granted = (credits or row.credits) if approve else None
+            await conn.execute(update(t.credit_requests).where(r.request_id == request_id)
+                               .values(status="approved" if approve else "declined",
+                                       decided_at=now, granted=granted))
+            if approve and granted:
+                await self._grant(conn, hub_id, row.client_id, granted, now,
+                                  f"credit request {request_id}")
+            row = (await conn.execute(select(t.credit_requests).where(
+                r.request_id == request_id))).one()
+        return dict(row._mapping)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

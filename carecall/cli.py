@@ -10,6 +10,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from booking_gate.config import DEFAULT_VAR_DIR, GateConfig, windows_from_env
 from booking_gate.db.engine import async_url
@@ -127,7 +128,25 @@ def gate_config(args: argparse.Namespace) -> GateConfig:
         signing_key_path=Path(signing) if signing else None,
         join_early=join_early,
         overrun=overrun,
+        **_smtp_from_env(),
     )
+
+
+def _smtp_from_env() -> dict[str, Any]:
+    """The notification email settings, from CARECALL_SMTP_* and CARECALL_MAIL_FROM."""
+    port = _env("CARECALL_SMTP_PORT", "25") or "25"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"CARECALL_SMTP_PORT must be a port number (got {port!r})")
+    starttls = (_env("CARECALL_SMTP_STARTTLS", "false") or "false").lower()
+    if starttls not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"CARECALL_SMTP_STARTTLS must be true or false (got {starttls!r})")
+    return {
+        "smtp_host": _env("CARECALL_SMTP_HOST"), "smtp_port": int(port),
+        "smtp_username": _env("CARECALL_SMTP_USERNAME"),
+        "smtp_password": _env("CARECALL_SMTP_PASSWORD"),
+        "smtp_starttls": starttls in ("1", "true", "yes", "on"),
+        "mail_from": _env("CARECALL_MAIL_FROM", "carecall@localhost") or "carecall@localhost",
+    }
 
 
 def signalling_config(args: argparse.Namespace) -> SignallingConfig:

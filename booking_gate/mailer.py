@@ -1,0 +1,176 @@
+"""Sends the outbox's emails over SMTP with aiosmtplib: the I/O side of ``notify.py``.
+
+The emails were stored in the transaction of the change they report (``Store._notify``);
+this task only moves them. It polls ``Store.due_outbox("email", now)`` every
+``interval`` seconds, or at once when ``wake()`` is called after a commit.
+
+Invariants:
+- nothing is ever dropped: a failed message is retried with exponential backoff
+  (5 s doubling up to 15 min) for as long as it takes; delivery is at least once
+  (a crash between the SMTP reply and ``mark_sent`` resends it, with the same Message-ID);
+- one pass at a time per process (a lock), so the loop, a wake-up and ``flush`` never
+  send the same message twice;
+- logs carry outbox message ids and exception class names only: never an address, a
+  subject, a body or an SMTP reply (which may quote the address);
+- without an SMTP host, email is disabled: messages stay queued until one is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+import aiosmtplib
+from aiohttp import web
+
+from booking_gate.config import GateConfig
+from booking_gate.notify import EMAIL
+from booking_gate.store import Store
+
+logger = logging.getLogger(__name__)
+
+FIRST_RETRY = timedelta(seconds=5)
+MAX_RETRY = timedelta(minutes=15)
+SMTP_TIMEOUT = 10.0
+BATCH = 50
+
+# Errors that say the server (not this one message) is unusable now: the rest of the
+# batch is put off with it instead of each waiting for its own timeout.
+_SERVER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, unreachable, timed out, disconnected (aiosmtplib's derive from it)
+    aiosmtplib.SMTPAuthenticationError,
+    aiosmtplib.SMTPHeloError,
+    aiosmtplib.SMTPNotSupported,
+    aiosmtplib.SMTPSenderRefused,
+)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """The wait after the ``attempts + 1``-th failure: 5 s, 10 s, 20 s ... at most 15 min."""
+    doublings = min(max(attempts, 0), 16)  # past the cap long before: no huge powers
+    return min(FIRST_RETRY * (1 << doublings), MAX_RETRY)
+
+
+def build_email(message_id: int, payload: Mapping[str, Any], mail_from: str,
+                now: datetime) -> EmailMessage:
+    """The email for one outbox message: plain text plus the .ics as an attachment."""
+    method = str(payload["method"])
+    if method not in ("REQUEST", "CANCEL"):
+        raise ValueError("an email's method must be REQUEST or CANCEL")
+    domain = mail_from.rpartition("@")[2] or "localhost"
+    email = EmailMessage()
+    email["From"] = mail_from
+    email["To"] = str(payload["to"])
+    email["Subject"] = str(payload["subject"])
+    email["Date"] = format_datetime(now)
+    # Stable per outbox message: a resend after a crash is recognisably the same email.
+    email["Message-ID"] = f"<carecall.{message_id}.{payload.get('sequence', 0)}@{domain}>"
+    email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
+    email.set_content(str(payload["text"]))
+    email.add_attachment(
+        str(payload["ics"]).encode("utf-8"), maintype="text", subtype="calendar",
+        filename=str(payload.get("filename") or
+                     ("cancel.ics" if method == "CANCEL" else "invite.ics")),
+        params={"method": method, "charset": "utf-8"})
+    return email
+
+
+class Mailer:
+    """The background sender of notification emails."""
+
+    def __init__(self, store: Store, config: GateConfig, clock: Callable[[], datetime], *,
+                 interval: float | None = None, batch: int = BATCH) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.interval = config.mail_interval if interval is None else interval
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._said_disabled = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.config.smtp_host)
+
+    def wake(self) -> None:
+        """Look for due emails now (called after a commit that queued some)."""
+        self._wake.set()
+
+    async def _send(self, email: EmailMessage) -> None:
+        c = self.config
+        await aiosmtplib.send(
+            email, hostname=c.smtp_host, port=c.smtp_port,
+            username=c.smtp_username or None, password=c.smtp_password or None,
+            start_tls=c.smtp_starttls, timeout=SMTP_TIMEOUT)
+
+    async def _fail(self, message_id: int, attempts: int, error: BaseException) -> None:
+        name = type(error).__name__
+        delay = retry_delay(attempts)
+        await self.store.mark_failed(message_id, name, self.clock() + delay)
+        logger.warning("email %d not sent (%s, attempt %d); retrying in %d s",
+                       message_id, name, attempts + 1, delay.total_seconds())
+
+    async def send_due(self) -> int:
+        """Send every email that is due now; returns how many were sent."""
+        async with self._lock:
+            if not self.enabled:
+                if not self._said_disabled:
+                    self._said_disabled = True
+                    logger.info("email is disabled (no SMTP host configured): "
+                                "notifications stay queued in the outbox")
+                return 0
+            sent = 0
+            while True:
+                due = await self.store.due_outbox(EMAIL, self.clock(), self.batch)
+                for index, (message_id, payload, attempts) in enumerate(due):
+                    try:
+                        await self._send(build_email(message_id, payload,
+                                                     self.config.mail_from, self.clock()))
+                    except Exception as error:
+                        await self._fail(message_id, attempts, error)
+                        if isinstance(error, _SERVER_ERRORS):
+                            for later_id, _, later_attempts in due[index + 1:]:
+                                await self._fail(later_id, later_attempts, error)
+                            return sent
+                        continue
+                    await self.store.mark_sent(message_id, self.clock())
+                    logger.info("email %d sent", message_id)
+                    sent += 1
+                if len(due) < self.batch:
+                    return sent
+
+    async def run(self) -> None:
+        """Send due emails forever: every ``interval`` seconds, or when woken."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.send_due()
+            except Exception as error:
+                # The class only: a database error's text may quote the payload.
+                logger.error("sending emails failed (%s); retrying", type(error).__name__)
+            if not self.enabled:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """On shutdown: try once, for at most ``timeout`` seconds, to send what is due."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.send_due()
+        except TimeoutError:
+            logger.warning("stopped sending emails after %.0f s; the rest stay queued",
+                           timeout)
+        except Exception as error:
+            logger.error("sending emails on shutdown failed (%s); they stay queued",
+                         type(error).__name__)
+
+
+MAILER = web.AppKey("gate_mailer", Mailer)
