@@ -371,6 +371,97 @@ def _paths() -> Schema:
     }
 
 
+def _scheduling_schemas() -> Schema:
+    slot = _object({"starts_at": _time(), "ends_at": _time()})
+    request = {"request_id": {"type": "string"}, "hub_id": _ref("Id"),
+               "professional": _object({"name": {"type": ["string", "null"]}}),
+               "credits": _integer(1, 100), "note": _nullable(_text()),
+               "status": {"type": "string", "enum": ["pending", "approved", "declined"]},
+               "created_at": _time(), "decided_at": _nullable(_time()),
+               "granted": {"type": ["integer", "null"]}}
+    entry = {"kind": {"type": "string", "enum": ["grant", "reserve", "release", "consume"]},
+             "amount": _integer(1), "booking_id": _nullable(_ref("Id")), "at": _time(),
+             "note": _nullable({"type": "string"})}
+    return {
+        "Slot": slot,
+        "NextSlots": _object({"timezone": {"type": "string"},
+                              "slots": {"type": "array", "items": _ref("Slot")}}),
+        "NextBookingInput": _body({"starts_at": _time("a `starts_at` from next-slots"),
+                                   "idempotency_key": _text(64)},
+                                  ("starts_at", "idempotency_key")),
+        "CreditRequestInput": _body({
+            "client_email": _text(254, pattern=EMAIL_PATTERN),
+            "professional_email": _text(254, pattern=EMAIL_PATTERN),
+            "credits": _integer(1, 100, default=1), "note": _nullable(_text())},
+            ("client_email", "professional_email")),
+        "CreditRequest": _object(request, description="The hub's view: never the client."),
+        "CreditRequestList": _object({"items": {"type": "array",
+                                                "items": _ref("CreditRequest")}}),
+        "ApproveInput": _body({"credits": _integer(1, 100)}, ()),
+        "CreditHistory": _object({
+            "client_id": _ref("Id"), "hub_id": _nullable(_ref("Id")),
+            "balance": {"type": "integer"}, "reserved": {"type": "integer"},
+            "entries": {"type": "array", "items": _object(entry)}}),
+    }
+
+
+def _scheduling_paths() -> Schema:
+    token: list[Schema] = [{"joinToken": []}]
+    room = _path_param("room_id", "The room of the caller's join token.", pattern=False)
+    request_id = _path_param("request_id", "The credit request's id.")
+    token_errors = {"401": _error("`unauthorized`: missing, forged or expired join token"),
+                    "403": _error("`forbidden`: a token of another room, a cancelled or "
+                                  "moved booking, or (to book) the client's token")}
+    slots = _op("getNextSlots", "Free slots of the professional (in-call).", "scheduling",
+                {"200": _ok("Free slots, in `session_minutes` steps.", _ref("NextSlots")),
+                 **token_errors},
+                query=(_query_param("days", _integer(1, 60, default=14), "How far ahead."),),
+                public=True)
+    book = _op("bookNextSession", "Book the client's next session (professional, in-call).",
+               "scheduling",
+               {"201": _ok("Created: sponsored if a credit is left, else private.",
+                           _ref("Booking")),
+                "200": _ok("The booking this idempotency key already made.", _ref("Booking")),
+                **token_errors},
+               body="NextBookingInput", public=True,
+               conflict="`slot_taken`: not a free slot (any more)")
+    for operation in (slots, book):
+        operation["security"] = token
+        operation["parameters"] = [room, *operation.get("parameters", [])]
+    decided = _ok("The request, as the hub sees it.", _ref("CreditRequest"))
+    approve = _op("approveCreditRequest", "Approve: grant the credits to the client.",
+                  "credits", {"200": decided}, params=("HubId",),
+                  not_found="unknown request", conflict="`already_decided`: it was declined")
+    approve["requestBody"] = {"required": False, "content": _json(_ref("ApproveInput"))}
+    decline = _op("declineCreditRequest", "Decline a credit request.", "credits",
+                  {"200": decided}, params=("HubId",), not_found="unknown request",
+                  conflict="`already_decided`: it was approved")
+    for operation in (approve, decline):
+        operation["parameters"].append(request_id)
+    return {
+        "/api/v1/rooms/{room_id}/next-slots": {"get": slots},
+        "/api/v1/rooms/{room_id}/next-booking": {"post": book},
+        "/api/v1/hubs/{hub_id}/credit-requests": {
+            "post": _op("createCreditRequest",
+                        "A professional recommends more credits for a client.", "credits",
+                        {"201": _ok("Created.", _ref("CreditRequest"))},
+                        body="CreditRequestInput", params=("HubId",),
+                        not_found="no professional or no client of this hub with that email"),
+            "get": _op("listCreditRequests", "The hub's credit requests, newest first.",
+                       "credits", {"200": _ok("Requests.", _ref("CreditRequestList"))},
+                       params=("HubId",),
+                       query=(_query_param("status", {"type": "string", "enum": [
+                           "pending", "approved", "declined"]}, "Only this status."),)),
+        },
+        "/api/v1/hubs/{hub_id}/credit-requests/{request_id}/approve": {"post": approve},
+        "/api/v1/hubs/{hub_id}/credit-requests/{request_id}/decline": {"post": decline},
+        "/api/v1/clients/{client_id}/credits/history": {"get": _op(
+            "getCreditHistory", "A client's credit balance and ledger.", "credits",
+            {"200": _ok("Balance and ledger entries, oldest first.", _ref("CreditHistory"))},
+            params=("ClientId",), not_found="unknown client")},
+    }
+
+
 def openapi_document(public_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1.0 document of the booking gate served at ``public_url``."""
     return {
@@ -383,13 +474,17 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         },
         "servers": [{"url": public_url.rstrip("/")}],
         "security": [{"apiKey": []}],
-        "tags": [{"name": name} for name in ("people", "bookings", "attendance", "operations")],
-        "paths": _paths(),
+        "tags": [{"name": name} for name in ("people", "bookings", "attendance", "scheduling",
+                                               "credits", "operations")],
+        "paths": {**_paths(), **_scheduling_paths()},
         "components": {
             "securitySchemes": {"apiKey": {
                 "type": "http", "scheme": "bearer",
-                "description": "The booking system's API key as a bearer token."}},
+                "description": "The booking system's API key as a bearer token."},
+                "joinToken": {
+                    "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "description": "A party's join token (the link's `#t=` fragment)."}},
             "parameters": _parameters(),
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_scheduling_schemas()},
         },
     }

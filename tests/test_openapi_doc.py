@@ -56,7 +56,15 @@ EXPECTED = {
     ("/healthz", "get"),
     ("/metrics", "get"),
     ("/api/v1/openapi.json", "get"),
+    ("/api/v1/rooms/{room_id}/next-slots", "get"),
+    ("/api/v1/rooms/{room_id}/next-booking", "post"),
+    ("/api/v1/hubs/{hub_id}/credit-requests", "post"),
+    ("/api/v1/hubs/{hub_id}/credit-requests", "get"),
+    ("/api/v1/hubs/{hub_id}/credit-requests/{request_id}/approve", "post"),
+    ("/api/v1/hubs/{hub_id}/credit-requests/{request_id}/decline", "post"),
+    ("/api/v1/clients/{client_id}/credits/history", "get"),
 }
+JOIN_TOKEN = {"/api/v1/rooms/{room_id}/next-slots", "/api/v1/rooms/{room_id}/next-booking"}
 STARTS = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 ENDS = STARTS + timedelta(minutes=50)
 
@@ -134,7 +142,8 @@ def test_request_bodies_refuse_unknown_fields() -> None:
     for _, _, op in operations():
         if "requestBody" in op:
             check(op["requestBody"]["content"]["application/json"]["schema"])
-    assert len(seen) == 11  # 9 bodies plus availability windows and events
+    # 12 bodies plus availability windows and events
+    assert len(seen) == 14
 
 
 def test_security_is_global_except_for_public_endpoints() -> None:
@@ -145,6 +154,8 @@ def test_security_is_global_except_for_public_endpoints() -> None:
     for path, _, op in operations():
         if path in PUBLIC:
             assert op["security"] == [] and "401" not in op["responses"]
+        elif path in JOIN_TOKEN:
+            assert op["security"] == [{"joinToken": []}] and "401" in op["responses"]
         else:
             assert "security" not in op and "401" in op["responses"]
 
