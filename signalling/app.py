@@ -101,6 +101,12 @@ def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateL
                                        "img-src 'self' data:; media-src 'self' blob:",
         })
 
+    async def revalidate_assets(request: web.Request, response: web.StreamResponse) -> None:
+        # The page's modules change with each release: browsers must check before reuse.
+        if request.path.startswith("/s/assets/"):
+            response.headers["Cache-Control"] = "no-cache"
+
+    app.on_response_prepare.append(revalidate_assets)
     app.router.add_get("/ws", ws_handler)
     app.router.add_static("/s/assets/", web_dir, show_index=False)
     app.router.add_get("/s/{room_id}", page)

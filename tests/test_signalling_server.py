@@ -526,3 +526,10 @@ async def test_resume_keeps_the_session_and_one_attendance_interval(
         assert len(intervals) == 1 and intervals[0]["to"] is None, (role, intervals)
     await patient.close()
     await professional.close()
+
+
+async def test_page_assets_must_be_revalidated(service: Any) -> None:
+    """The web client's modules are served with Cache-Control: no-cache."""
+    response = await service.get("/s/assets/app.js")
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "no-cache"
