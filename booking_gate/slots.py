@@ -12,9 +12,9 @@ Rules, for the local dates ``date(now in timezone) .. + days - 1``:
   means its first occurrence;
 - a slot lasts ``session_minutes`` of real time and must lie inside the window's real
   span: from the first instant the local clock reads the start to the first instant
-  it reads the end or later (for a fall-back hour that is its first pass; for an end
-  inside a gap, the moment the clock jumps). A slot whose real length carries it past
-  the window end across a change of offset is dropped;
+  it reads the end or later (an end inside a repeated fall-back hour is its first
+  pass; an end inside a gap is the moment the clock jumps over it). So a slot whose
+  real length carries it past the window end across a change of offset is dropped;
 - where a spring-forward makes a candidate begin before the previous one ends, the
   later candidate is dropped, so the grid never overlaps itself;
 - a slot is free when it starts at or after ``now``, overlaps no block, and its
