@@ -50,6 +50,16 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         raise InvalidRequest("the body is not valid JSON", field=None) from None
 
 
+def read_query(request: web.Request) -> dict[str, str]:
+    """The query parameters, each at most once."""
+    query: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key in query:
+            raise InvalidRequest(f"'{key}' is given more than once", field=key)
+        query[key] = value
+    return query
+
+
 def check_api_key(request: web.Request) -> None:
     expected = request.app[CONFIG].api_key
     header = request.headers.get("Authorization", "")
@@ -191,12 +201,7 @@ async def override_attendance(request: web.Request) -> web.Response:
 @routes.get("/api/v1/attendance")
 @endpoint("export_attendance")
 async def export_attendance(request: web.Request) -> web.Response:
-    query: dict[str, str] = {}
-    for key, value in request.query.items():
-        if key in query:
-            raise InvalidRequest(f"'{key}' is given more than once", field=key)
-        query[key] = value
-    return json_response(await request.app[SERVICE].export(query))
+    return json_response(await request.app[SERVICE].export(read_query(request)))
 
 
 @routes.post("/api/v1/attendance/events")

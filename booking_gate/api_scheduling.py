@@ -4,27 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from booking_gate.api import endpoint, json_response, read_json
+from booking_gate.api import endpoint, json_response, read_json, read_query
 from booking_gate.appkeys import CREDIT_REQUESTS, INCALL
-from booking_gate.errors import InvalidRequest
 
 routes = web.RouteTableDef()
-
-
-def _query(request: web.Request) -> dict[str, str]:
-    query: dict[str, str] = {}
-    for key, value in request.query.items():
-        if key in query:
-            raise InvalidRequest(f"'{key}' is given more than once", field=key)
-        query[key] = value
-    return query
 
 
 @routes.get("/api/v1/rooms/{room_id}/next-slots")
 @endpoint("next_slots", authenticated=False)  # a join token, checked by InCall
 async def next_slots(request: web.Request) -> web.Response:
     return json_response(await request.app[INCALL].next_slots(
-        request.match_info["room_id"], request.headers.get("Authorization"), _query(request)))
+        request.match_info["room_id"], request.headers.get("Authorization"), read_query(request)))
 
 
 @routes.post("/api/v1/rooms/{room_id}/next-booking")
@@ -48,7 +38,7 @@ async def create_credit_request(request: web.Request) -> web.Response:
 @endpoint("list_credit_requests")
 async def list_credit_requests(request: web.Request) -> web.Response:
     return json_response(await request.app[CREDIT_REQUESTS].list(
-        request.match_info["hub_id"], _query(request)))
+        request.match_info["hub_id"], read_query(request)))
 
 
 @routes.post("/api/v1/hubs/{hub_id}/credit-requests/{request_id}/approve")
