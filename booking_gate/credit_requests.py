@@ -82,7 +82,7 @@ class CreditRequests:
         return hub_view(named)
 
     async def history(self, client_id: str) -> dict[str, Any]:
-        client = await self.gate._client(client_id)
+        client = await self.gate.require_client(client_id)
         entries = await self.gate.store.credit_history(client.client_id)
         account = await self.gate.store.get_credits(client)
         return {"client_id": client.client_id, "hub_id": account.hub_id,

@@ -122,7 +122,7 @@ class InCall:
             professional_id=booking.professional_id, client_id=booking.client_id,
             starts_at=starts_at, ends_at=ends_at, funding=Funding.SPONSORED,
             source=booking.source, idempotency_key=scoped_key, fallback_private=True)
-        notices = await self.gate._notifier(BookingEvent.CREATED, booking.professional_id,
+        notices = await self.gate.notifier(BookingEvent.CREATED, booking.professional_id,
                                             booking.client_id)
         created, fresh = await self.gate.store.create_booking(new, now, notify=notices)
         if fresh:

@@ -186,7 +186,7 @@ class GateService:
         )
         return client_json(await self.store.put_client(client))
 
-    async def _client(self, client_id: str, field: str = "client_id") -> Client:
+    async def require_client(self, client_id: str, field: str = "client_id") -> Client:
         client = await self.store.get_client(parse_id(client_id, field))
         if client is None:
             raise NotFound(f"unknown client '{client_id}'", field=field)
@@ -197,7 +197,7 @@ class GateService:
         body = Body(data, {"client_id", "credits"})
         client_id = body.req_ident("client_id")
         credits = body.integer("credits", low=1, high=10_000)
-        client = await self._client(client_id)
+        client = await self.require_client(client_id)
         if client.hub_id != hub:
             raise InvalidRequest(
                 f"client '{client_id}' does not belong to hub '{hub}'", field="client_id")
@@ -205,7 +205,7 @@ class GateService:
                                                            self.clock()))
 
     async def get_credits(self, client_id: str) -> dict[str, Any]:
-        return credits_json(await self.store.get_credits(await self._client(client_id)))
+        return credits_json(await self.store.get_credits(await self.require_client(client_id)))
 
     # -- bookings ----------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class GateService:
             starts_at=starts_at, ends_at=ends_at,
             funding=body.choice("funding", Funding), source=body.choice("source", Source),
         )
-        notices = await self._notifier(BookingEvent.CREATED, professional_id, client_id)
+        notices = await self.notifier(BookingEvent.CREATED, professional_id, client_id)
         booking, created = await self.store.create_booking(new, self.clock(), notify=notices)
         if created:
             self.outbox_changed()
@@ -252,7 +252,7 @@ class GateService:
         self._refuse_if_over(booking, now)
         late, chargeable = rules.cancellation_terms(booking, by, now)
         outcome = Outcome.LATE_CANCELLATION if chargeable else Outcome.CANCELLED
-        notices = await self._notifier(BookingEvent.CANCELLED, booking.professional_id,
+        notices = await self.notifier(BookingEvent.CANCELLED, booking.professional_id,
                                        booking.client_id)
         booking, changed = await self.store.cancel(
             booking.booking_id, Cancellation(by, now, late, chargeable, reason),
@@ -276,7 +276,7 @@ class GateService:
                            code="not_modifiable", field=None)
         now = self.clock()
         self._refuse_if_over(booking, now)
-        notices = await self._notifier(BookingEvent.RESCHEDULED, booking.professional_id,
+        notices = await self.notifier(BookingEvent.RESCHEDULED, booking.professional_id,
                                        booking.client_id, previous=booking)
         updated = await self.store.reschedule(booking.booking_id, starts_at, ends_at, now,
                                               notify=notices)
@@ -285,7 +285,7 @@ class GateService:
         await self._lock_room(booking.room_id, "booking_rescheduled")
         return booking_json(updated)
 
-    async def _notifier(self, event: BookingEvent, professional_id: str, client_id: str,
+    async def notifier(self, event: BookingEvent, professional_id: str, client_id: str,
                         previous: Booking | None = None) -> notify.Notify | None:
         """The emails for ``event``, built in the store's transaction (``notify.py``)."""
         professional = await self.store.get_professional(professional_id)
