@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 from booking_gate.api import routes
 from booking_gate.api_scheduling import routes as scheduling_routes
 from booking_gate.appkeys import CONFIG, CREDIT_REQUESTS, INCALL, METRICS, SERVICE
-from booking_gate.credit_requests import CreditRequests
-from booking_gate.incall import InCall
 from booking_gate.config import GateConfig
+from booking_gate.credit_requests import CreditRequests
 from booking_gate.db.engine import create_engine, migrate
+from booking_gate.incall import InCall
 from booking_gate.mailer import MAILER, Mailer
 from booking_gate.metrics import GateMetrics
 from booking_gate.rules import Windows
@@ -68,12 +68,9 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
         app[MAILER] = sender = Mailer(service.store, config, clock)
         service.mail_from = config.mail_from
         service.outbox_listeners.append(sender.wake)
-        task = asyncio.create_task(sender.run())
+        sender.start()
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await sender.flush()  # bounded: what is left stays in the outbox
+        await sender.close()  # bounded flush: what is left stays in the outbox
 
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(finaliser)

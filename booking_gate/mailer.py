@@ -10,6 +10,9 @@ Invariants:
   (a crash between the SMTP reply and ``mark_sent`` resends it, with the same Message-ID);
 - one pass at a time per process (a lock), so the loop, a wake-up and ``flush`` never
   send the same message twice;
+- shutdown (``close``) stops the loop between messages instead of cancelling it, then
+  ``flush`` tries once more, for a bounded time; an SMTP exchange cut short by that
+  bound leaves its message due, untouched;
 - logs carry outbox message ids and exception class names only: never an address, a
   subject, a body or an SMTP reply (which may quote the address);
 - without an SMTP host, email is disabled: messages stay queued until one is configured.
@@ -38,6 +41,7 @@ logger = logging.getLogger(__name__)
 FIRST_RETRY = timedelta(seconds=5)
 MAX_RETRY = timedelta(minutes=15)
 SMTP_TIMEOUT = 10.0
+FLUSH_SECONDS = 5.0
 BATCH = 50
 
 # Errors that say the server (not this one message) is unusable now: the rest of the
@@ -94,6 +98,8 @@ class Mailer:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._said_disabled = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -103,12 +109,42 @@ class Mailer:
         """Look for due emails now (called after a commit that queued some)."""
         self._wake.set()
 
-    async def _send(self, email: EmailMessage) -> None:
+    def start(self) -> None:
+        """Start the background loop (``run``)."""
+        self._task = asyncio.create_task(self.run())
+
+    async def close(self, timeout: float = FLUSH_SECONDS) -> None:
+        """Stop the loop after the message in hand, then ``flush``.
+
+        The loop is asked to stop rather than cancelled: a cancellation landing inside a
+        database call can leave its connection (and SQLite's write lock) behind.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                async with asyncio.timeout(SMTP_TIMEOUT + timeout):
+                    await self._task
+            except TimeoutError:
+                logger.warning("the email loop did not stop in time; cancelled")
+            self._task = None
+        await self.flush(timeout)
+
+    async def _send(self, email: EmailMessage, until: float | None) -> bool:
+        """Hand ``email`` to the SMTP server; False if ``until`` came first."""
         c = self.config
-        await aiosmtplib.send(
-            email, hostname=c.smtp_host, port=c.smtp_port,
-            username=c.smtp_username or None, password=c.smtp_password or None,
-            start_tls=c.smtp_starttls, timeout=SMTP_TIMEOUT)
+        deadline = asyncio.timeout_at(until)
+        try:
+            async with deadline:
+                await aiosmtplib.send(
+                    email, hostname=c.smtp_host, port=c.smtp_port,
+                    username=c.smtp_username or None, password=c.smtp_password or None,
+                    start_tls=c.smtp_starttls, timeout=SMTP_TIMEOUT)
+        except TimeoutError:
+            if deadline.expired():
+                return False
+            raise
+        return True
 
     async def _fail(self, message_id: int, attempts: int, error: BaseException) -> None:
         name = type(error).__name__
@@ -117,57 +153,81 @@ class Mailer:
         logger.warning("email %d not sent (%s, attempt %d); retrying in %d s",
                        message_id, name, attempts + 1, delay.total_seconds())
 
-    async def send_due(self) -> int:
-        """Send every email that is due now; returns how many were sent."""
-        async with self._lock:
-            if not self.enabled:
-                if not self._said_disabled:
-                    self._said_disabled = True
-                    logger.info("email is disabled (no SMTP host configured): "
-                                "notifications stay queued in the outbox")
-                return 0
-            sent = 0
-            while True:
-                due = await self.store.due_outbox(EMAIL, self.clock(), self.batch)
-                for index, (message_id, payload, attempts) in enumerate(due):
-                    try:
-                        await self._send(build_email(message_id, payload,
-                                                     self.config.mail_from, self.clock()))
-                    except Exception as error:
-                        await self._fail(message_id, attempts, error)
-                        if isinstance(error, _SERVER_ERRORS):
-                            for later_id, _, later_attempts in due[index + 1:]:
-                                await self._fail(later_id, later_attempts, error)
-                            return sent
-                        continue
-                    await self.store.mark_sent(message_id, self.clock())
-                    logger.info("email %d sent", message_id)
-                    sent += 1
-                if len(due) < self.batch:
+    async def send_due(self, *, until: float | None = None) -> int:
+        """Send every email that is due now; returns how many were sent.
+
+        ``until`` (event loop time) ends the pass early, leaving the rest due; it bounds
+        the wait for a pass already running too. The loop's own passes end early once
+        ``close`` asks it to stop.
+        """
+        try:
+            async with asyncio.timeout_at(until):
+                await self._lock.acquire()
+        except TimeoutError:
+            return 0
+        try:
+            return await self._pass(until)
+        finally:
+            self._lock.release()
+
+    async def _pass(self, until: float | None) -> int:
+        if not self.enabled:
+            if not self._said_disabled:
+                self._said_disabled = True
+                logger.info("email is disabled (no SMTP host configured): "
+                            "notifications stay queued in the outbox")
+            return 0
+        loop = asyncio.get_running_loop()
+        sent = 0
+        while True:
+            due = await self.store.due_outbox(EMAIL, self.clock(), self.batch)
+            for index, (message_id, payload, attempts) in enumerate(due):
+                if (self._stopping and until is None) or (
+                        until is not None and loop.time() >= until):
                     return sent
+                try:
+                    email = build_email(message_id, payload, self.config.mail_from,
+                                        self.clock())
+                    if not await self._send(email, until):
+                        return sent
+                except Exception as error:
+                    await self._fail(message_id, attempts, error)
+                    if isinstance(error, _SERVER_ERRORS):
+                        for later_id, _, later_attempts in due[index + 1:]:
+                            await self._fail(later_id, later_attempts, error)
+                        return sent
+                    continue
+                await self.store.mark_sent(message_id, self.clock())
+                logger.info("email %d sent", message_id)
+                sent += 1
+            if len(due) < self.batch:
+                return sent
 
     async def run(self) -> None:
-        """Send due emails forever: every ``interval`` seconds, or when woken."""
-        while True:
+        """Send due emails until ``close``: every ``interval`` seconds, or when woken."""
+        if not self.enabled:
+            await self.send_due()  # says once that email is disabled
+            return
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self.send_due()
             except Exception as error:
                 # The class only: a database error's text may quote the payload.
                 logger.error("sending emails failed (%s); retrying", type(error).__name__)
-            if not self.enabled:
-                return
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that lands as the event fires (cpython gh-86296).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
 
-    async def flush(self, timeout: float = 5.0) -> None:
-        """On shutdown: try once, for at most ``timeout`` seconds, to send what is due."""
+    async def flush(self, timeout: float = FLUSH_SECONDS) -> None:
+        """On shutdown: try once, for about ``timeout`` seconds, to send what is due."""
+        until = asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                await self.send_due()
-        except TimeoutError:
-            logger.warning("stopped sending emails after %.0f s; the rest stay queued",
-                           timeout)
+            await self.send_due(until=until)
+            if self.enabled and await self.store.due_outbox(EMAIL, self.clock(), 1):
+                logger.warning("emails still due after %.0f s; they stay queued", timeout)
         except Exception as error:
             logger.error("sending emails on shutdown failed (%s); they stay queued",
                          type(error).__name__)

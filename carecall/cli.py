@@ -116,6 +116,7 @@ def _api_key(given: str | None, var_dir: Path) -> str:
 
 def gate_config(args: argparse.Namespace) -> GateConfig:
     join_early, overrun = windows_from_env()
+    smtp = _smtp_from_env()  # refused, like the windows, before anything is written
     var_dir: Path = args.var_dir
     db_url = args.db or f"sqlite:///{var_dir / 'carecall.db'}"
     async_url(db_url)  # a bad --db is refused before anything is written to var/
@@ -128,7 +129,7 @@ def gate_config(args: argparse.Namespace) -> GateConfig:
         signing_key_path=Path(signing) if signing else None,
         join_early=join_early,
         overrun=overrun,
-        **_smtp_from_env(),
+        **smtp,
     )
 
 

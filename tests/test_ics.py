@@ -63,7 +63,7 @@ def test_request_has_the_rfc5545_and_itip_fields() -> None:
     assert str(calendar["method"]) == "REQUEST"
     (event,) = calendar.walk("VEVENT")
     assert str(event["uid"]) == "b-1@carecall"
-    assert int(event["sequence"]) == 0
+    assert event.decoded("sequence") == 0
     assert event.decoded("dtstart") == STARTS and event.decoded("dtstart").tzinfo is not None
     assert event.decoded("dtend") == STARTS + timedelta(minutes=50)
     assert event.decoded("dtstamp") == CREATED
@@ -78,7 +78,7 @@ def test_uid_is_stable_and_sequence_follows_the_booking() -> None:
     first = invite(booking()).walk("VEVENT")[0]
     moved = invite(booking(starts=STARTS + timedelta(hours=2), sequence=1)).walk("VEVENT")[0]
     assert first["uid"] == moved["uid"]
-    assert (int(first["sequence"]), int(moved["sequence"])) == (0, 1)
+    assert (first.decoded("sequence"), moved.decoded("sequence")) == (0, 1)
     assert moved.decoded("dtstart") == STARTS + timedelta(hours=2)
 
 
@@ -88,7 +88,7 @@ def test_cancel_is_method_cancel_with_status_cancelled() -> None:
     calendar = invite(booking(sequence=2, cancelled_at=at), "CANCEL")
     (event,) = calendar.walk("VEVENT")
     assert str(calendar["method"]) == "CANCEL"
-    assert (str(event["status"]), int(event["sequence"])) == ("CANCELLED", 2)
+    assert (str(event["status"]), event.decoded("sequence")) == ("CANCELLED", 2)
     assert event.decoded("dtstamp") == at
 
 
