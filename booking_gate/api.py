@@ -17,8 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from booking_gate.appkeys import CONFIG, METRICS, SERVICE
-from booking_gate.config import load_or_create_secret
+from booking_gate.appkeys import CALENDAR_SECRET, CONFIG, METRICS, SERVICE
 from booking_gate.errors import GateError, InvalidRequest, NotFound, Unauthorized
 from booking_gate.openapi import openapi_document
 
@@ -245,18 +244,17 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/api/v1/professionals/{professional_id}/calendar-url")
 @endpoint("calendar_url")
 async def calendar_url(request: web.Request) -> web.Response:
-    secret = load_or_create_secret(request.app[CONFIG].calendar_secret_path)
     return json_response(await request.app[SERVICE].calendar_url(
-        request.match_info["professional_id"], secret))
+        request.match_info["professional_id"], request.app[CALENDAR_SECRET]))
 
 
 @routes.get("/api/v1/professionals/{professional_id}/calendar.ics")
 @endpoint("calendar_feed", authenticated=False)
 async def calendar_feed(request: web.Request) -> web.Response:
     """No API key: calendar apps subscribe with the URL alone; its ``key`` is the secret."""
-    secret = load_or_create_secret(request.app[CONFIG].calendar_secret_path)
     body = await request.app[SERVICE].calendar_feed(
-        request.match_info["professional_id"], request.query.get("key"), secret)
+        request.match_info["professional_id"], request.query.get("key"),
+        request.app[CALENDAR_SECRET])
     return web.Response(body=body, content_type="text/calendar", charset="utf-8", headers={
         "Content-Disposition": 'inline; filename="carecall.ics"',
         "Cache-Control": "private, max-age=300", "Referrer-Policy": "no-referrer",

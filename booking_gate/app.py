@@ -17,12 +17,20 @@ from prometheus_client import CollectorRegistry
 
 from booking_gate.api import routes
 from booking_gate.api_scheduling import routes as scheduling_routes
-from booking_gate.appkeys import CONFIG, CREDIT_REQUESTS, INCALL, METRICS, SERVICE
-from booking_gate.config import GateConfig
+from booking_gate.appkeys import (
+    CALENDAR_SECRET,
+    CONFIG,
+    CREDIT_REQUESTS,
+    INCALL,
+    MAILER,
+    METRICS,
+    SERVICE,
+)
+from booking_gate.config import GateConfig, load_or_create_secret
 from booking_gate.credit_requests import CreditRequests
 from booking_gate.db.engine import create_engine, migrate
 from booking_gate.incall import InCall
-from booking_gate.mailer import MAILER, Mailer
+from booking_gate.mailer import Mailer
 from booking_gate.metrics import GateMetrics
 from booking_gate.rules import Windows
 from booking_gate.service import Clock, GateService, utc_now
@@ -49,6 +57,7 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
             app[SERVICE] = GateService(Store(engine), tokens, config.public_url,
                                        Windows(config.join_early, config.overrun), clock)
             app[INCALL] = InCall(app[SERVICE])
+            app[CALENDAR_SECRET] = load_or_create_secret(config.calendar_secret_path)
             app[CREDIT_REQUESTS] = CreditRequests(app[SERVICE])
             yield
         finally:

@@ -7,6 +7,7 @@ from aiohttp import web
 from booking_gate.config import GateConfig
 from booking_gate.credit_requests import CreditRequests
 from booking_gate.incall import InCall
+from booking_gate.mailer import Mailer
 from booking_gate.metrics import GateMetrics
 from booking_gate.service import GateService
 
@@ -15,3 +16,5 @@ SERVICE = web.AppKey("gate_service", GateService)
 METRICS = web.AppKey("gate_metrics", GateMetrics)
 INCALL = web.AppKey("gate_incall", InCall)
 CREDIT_REQUESTS = web.AppKey("gate_credit_requests", CreditRequests)
+MAILER = web.AppKey("gate_mailer", Mailer)
+CALENDAR_SECRET = web.AppKey("gate_calendar_secret", bytes)

@@ -30,7 +30,6 @@ from email.utils import format_datetime
 from typing import Any
 
 import aiosmtplib
-from aiohttp import web
 
 from booking_gate.config import GateConfig
 from booking_gate.notify import EMAIL
@@ -233,4 +232,3 @@ class Mailer:
                          type(error).__name__)
 
 
-MAILER = web.AppKey("gate_mailer", Mailer)

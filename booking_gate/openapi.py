@@ -455,6 +455,20 @@ def _scheduling_paths() -> Schema:
         },
         "/api/v1/hubs/{hub_id}/credit-requests/{request_id}/approve": {"post": approve},
         "/api/v1/hubs/{hub_id}/credit-requests/{request_id}/decline": {"post": decline},
+        "/api/v1/professionals/{professional_id}/calendar-url": {"get": _op(
+            "getCalendarUrl", "The secret URL of a professional's calendar feed.",
+            "scheduling", {"200": _ok("The feed's URL.", _object({"url": {"type": "string"}}))},
+            params=("ProfessionalId",), not_found="unknown professional")},
+        "/api/v1/professionals/{professional_id}/calendar.ics": {"get": _op(
+            "getCalendarFeed", "A professional's bookings as a subscribable iCalendar feed.",
+            "scheduling",
+            {"200": {"description": "RFC 5545 calendar.",
+                     "content": {"text/calendar": {"schema": {"type": "string"}}}}},
+            params=("ProfessionalId",),
+            query=(_query_param("key", {"type": "string"}, "The feed's secret key.",
+                                required=True),),
+            public=True, invalid=None,
+            not_found="unknown professional, or a missing or wrong key")},
         "/api/v1/clients/{client_id}/credits/history": {"get": _op(
             "getCreditHistory", "A client's credit balance and ledger.", "credits",
             {"200": _ok("Balance and ledger entries, oldest first.", _ref("CreditHistory"))},

@@ -25,9 +25,8 @@ from aiosmtpd.controller import Controller
 from icalendar import Calendar
 
 from booking_gate.app import make_app
-from booking_gate.appkeys import SERVICE
+from booking_gate.appkeys import MAILER, SERVICE
 from booking_gate.config import GateConfig
-from booking_gate.mailer import MAILER
 from booking_gate.model import (
     Booking,
     BookingId,

@@ -35,7 +35,8 @@ from booking_gate.tokens import public_jwk
 from booking_gate.validation import Body, parse_availability
 
 DOC = openapi_document("https://gate.example/")
-PUBLIC = {"/.well-known/jwks.json", "/healthz", "/metrics", "/api/v1/openapi.json"}
+PUBLIC = {"/.well-known/jwks.json", "/healthz", "/metrics", "/api/v1/openapi.json",
+          "/api/v1/professionals/{professional_id}/calendar.ics"}
 EXPECTED = {
     ("/api/v1/professionals/{professional_id}", "put"),
     ("/api/v1/professionals/{professional_id}/blocks", "post"),
@@ -63,6 +64,8 @@ EXPECTED = {
     ("/api/v1/hubs/{hub_id}/credit-requests/{request_id}/approve", "post"),
     ("/api/v1/hubs/{hub_id}/credit-requests/{request_id}/decline", "post"),
     ("/api/v1/clients/{client_id}/credits/history", "get"),
+    ("/api/v1/professionals/{professional_id}/calendar-url", "get"),
+    ("/api/v1/professionals/{professional_id}/calendar.ics", "get"),
 }
 JOIN_TOKEN = {"/api/v1/rooms/{room_id}/next-slots", "/api/v1/rooms/{room_id}/next-booking"}
 STARTS = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
