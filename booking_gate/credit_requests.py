@@ -77,9 +77,7 @@ class CreditRequests:
         row = await self.gate.store.decide_credit_request(
             hub, parse_id(request_id, "request_id"), approve, credits or None,
             self.gate.clock())
-        requests = await self.gate.store.credit_requests(hub, None, limit=200)
-        named = next((r for r in requests if r["request_id"] == row["request_id"]), row)
-        return hub_view(named)
+        return hub_view(row)
 
     async def history(self, client_id: str) -> dict[str, Any]:
         client = await self.gate.require_client(client_id)

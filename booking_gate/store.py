@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -659,12 +659,16 @@ class Store:
             await conn.execute(t.credit_requests.insert().values(**values))
         return values
 
+    @staticmethod
+    def _credit_request_query() -> Select[Any]:
+        """Credit requests with the recommending professional's name."""
+        return select(t.credit_requests, t.professionals.c.name.label("professional_name")).join(
+            t.professionals,
+            t.professionals.c.professional_id == t.credit_requests.c.professional_id)
+
     async def credit_requests(self, hub_id: str, status: str | None, limit: int
                               ) -> list[dict[str, Any]]:
-        query = select(t.credit_requests, t.professionals.c.name.label("professional_name")).join(
-            t.professionals,
-            t.professionals.c.professional_id == t.credit_requests.c.professional_id,
-        ).where(t.credit_requests.c.hub_id == hub_id)
+        query = self._credit_request_query().where(t.credit_requests.c.hub_id == hub_id)
         if status is not None:
             query = query.where(t.credit_requests.c.status == status)
         query = query.order_by(t.credit_requests.c.created_at.desc()).limit(limit)
@@ -685,7 +689,9 @@ class Store:
                 if (row.status == "approved") != approve:
                     raise Conflict(f"the request was already {row.status}",
                                    code="already_decided", field=None)
-                return dict(row._mapping)
+                decided = (await conn.execute(self._credit_request_query().where(
+                    r.request_id == request_id))).one()
+                return dict(decided._mapping)
             granted = (credits or row.credits) if approve else None
             await conn.execute(update(t.credit_requests).where(r.request_id == request_id)
                                .values(status="approved" if approve else "declined",
@@ -693,7 +699,7 @@ class Store:
             if approve and granted:
                 await self._grant(conn, hub_id, row.client_id, granted, now,
                                   f"credit request {request_id}")
-            row = (await conn.execute(select(t.credit_requests).where(
+            row = (await conn.execute(self._credit_request_query().where(
                 r.request_id == request_id))).one()
         return dict(row._mapping)
 

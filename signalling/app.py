@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import secrets
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,8 +57,6 @@ def default_web_client_dir() -> Path:
     here = Path(__file__).resolve().parent.parent / "web_client"
     if here.is_dir():
         return here
-    import sys
-
     return Path(sys.prefix) / "share" / "carecall" / "web_client"
 
 
