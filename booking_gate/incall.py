@@ -17,7 +17,6 @@ from booking_gate.errors import Conflict, Forbidden, InvalidRequest, NotFound, U
 from booking_gate.model import (
     Booking,
     BookingId,
-    BookingStatus,
     Funding,
     NewBooking,
     Professional,
@@ -53,10 +52,7 @@ class InCall:
         booking = await self.gate.store.get_booking_by_room(room_id)
         if booking is None or booking.booking_id != claims.bkg:
             raise Forbidden("this join token is for another room")
-        opens_at, closes_at = self.gate.tokens.window(booking)
-        if (booking.status is BookingStatus.CANCELLED
-                or claims.nbf != int(opens_at.timestamp())
-                or claims.exp != int(closes_at.timestamp())):
+        if not self.gate.tokens.is_current(claims, booking):
             raise Forbidden("this booking was cancelled or moved; the token no longer works")
         return booking, claims
 

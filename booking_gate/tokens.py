@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from booking_gate.errors import Unauthorized
-from booking_gate.model import Booking, Role
+from booking_gate.model import Booking, BookingStatus, Role
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,16 @@ class TokenIssuer:
 
     def window(self, booking: Booking) -> tuple[datetime, datetime]:
         return booking.starts_at - self.join_early, booking.ends_at + self.overrun
+
+    def is_current(self, claims: TokenClaims, booking: Booking) -> bool:
+        """Whether ``claims`` still match ``booking``: confirmed, same window, and issued
+        no earlier than its last change (a booking moved away and back keeps old links dead).
+        """
+        opens_at, closes_at = self.window(booking)
+        return (booking.status is BookingStatus.CONFIRMED
+                and claims.nbf == int(opens_at.timestamp())
+                and claims.exp == int(closes_at.timestamp())
+                and claims.iat >= int(booking.changed_at.timestamp()))
 
     def issue(self, booking: Booking, role: Role, now: datetime) -> IssuedToken:
         nbf, exp = self.window(booking)

@@ -193,3 +193,22 @@ async def test_credit_requests_hide_the_client_and_grant_on_approval(
     unknown = await gate.post("/api/v1/hubs/other/credit-requests", headers=AUTH, json={
         "client_email": "client@example.org", "professional_email": "pro@example.org"})
     assert (unknown.status, (await unknown.json())["error"]["field"]) == (404, "client_email")
+
+
+async def test_a_token_from_before_a_reschedule_stays_dead_after_moving_back(
+        gate: GateClient, clock: FakeClock) -> None:
+    """Moving a booking away and back to the same window does not revive old links."""
+    original_start = clock.now
+    room = await booked_room(gate, clock)
+    clock.advance(seconds=5)
+    for start in (original_start + timedelta(days=1), original_start):
+        response = await gate.post("/api/v1/bookings/b-1/reschedule", headers=AUTH, json={
+            "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(minutes=50)).isoformat(), "by": "client"})
+        assert response.status == 200, await response.text()
+    back = await (await gate.get("/api/v1/bookings/b-1", headers=AUTH)).json()
+    assert (back["starts_at"], back["ends_at"]) == (room["booking"]["starts_at"],
+                                                    room["booking"]["ends_at"])
+    response = await gate.get(f"/api/v1/rooms/{room['room']}/next-slots",
+                              headers=bearer(room["professional"]))
+    assert (response.status, (await response.json())["error"]["code"]) == (403, "forbidden")
