@@ -423,8 +423,11 @@ class GateService:
         reason = body.req_text("reason")
         author = body.text("by", max_len=128, required=False) or by
         now = self.clock()
-        current = await self.attendance(booking_id)
-        events = (await self.store.events_for([booking.booking_id]))[booking.booking_id]
+        bid = booking.booking_id
+        events = (await self.store.events_for([bid]))[bid]
+        # The outcome being overridden, finalising (and settling credit) first if due.
+        current = await self._record(booking, now, events,
+                                     (await self.store.records_for([bid])).get(bid))
         base = rules.evaluate(booking, events, now, self.windows)
         record = rules.overridden(base, outcome, booking.funding, reason).to_json()
         await self.store.override(booking.booking_id, current["outcome"], record,
