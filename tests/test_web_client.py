@@ -287,6 +287,7 @@ async def test_a_cancelled_booking_is_refused_with_the_reason(service: GateClien
 
 async def test_a_forged_link_is_refused_as_invalid(service: GateClient,
                                                    browser: Browser) -> None:
+    """A link whose signature was tampered with shows "invalid link"."""
     room = await book_now(service)
     head, _, _signature = room["links"]["client"].rpartition(".")
     page = await in_call(browser, head + "." + "A" * 86)
@@ -295,12 +296,14 @@ async def test_a_forged_link_is_refused_as_invalid(service: GateClient,
 
 async def test_a_link_without_token_is_refused_at_once(service: GateClient,
                                                        browser: Browser) -> None:
+    """A link without its #t= token is refused before any join."""
     room = await book_now(service)
     page, _log = await open_page(browser, room["links"]["client"].split("#")[0])
     assert "invalid link" in (await error_text(page)).lower()
 
 
 async def test_too_early_shows_the_start_time(service: GateClient, browser: Browser) -> None:
+    """Three hours early, the page says so and shows the start time."""
     room = await book_now(service, "b-early", start_offset=3 * 3600)
     starts_at = datetime.fromisoformat(room["booking"]["starts_at"].replace("Z", "+00:00"))
     page = await in_call(browser, room["links"]["client"])
@@ -313,6 +316,7 @@ async def test_too_early_shows_the_start_time(service: GateClient, browser: Brow
 
 async def test_an_ended_session_is_refused_as_over(service: GateClient,
                                                   browser: Browser) -> None:
+    """A link for a session whose window has closed says it is over."""
     room = await book_now(service, "b-past", start_offset=-3 * 3600)
     page = await in_call(browser, room["links"]["client"])
     assert "session is over" in await error_text(page)
@@ -320,6 +324,7 @@ async def test_an_ended_session_is_refused_as_over(service: GateClient,
 
 async def test_the_replaced_tab_says_it_was_opened_elsewhere(service: GateClient,
                                                              browser: Browser) -> None:
+    """Opening the same link in a second tab tells the first why it closed."""
     room = await book_now(service)
     first = await in_call(browser, room["links"]["client"])
     await first.wait_for_function(
