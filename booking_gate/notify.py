@@ -11,7 +11,7 @@ Invariants:
 - no email carries a join link, token or room id: a join link is a bearer credential and
   mailboxes are forwarded, synced and searched. The text says where to get the link;
 - subjects name nobody (they show on lock screens); times are given in the recipient's
-  own time zone and in UTC.
+  own time zone, always named, and in the body in UTC too.
 """
 
 from __future__ import annotations
@@ -68,9 +68,11 @@ def format_when(starts_at: datetime, ends_at: datetime, timezone: str) -> str:
 
 
 def _short(moment: datetime, timezone: str) -> str:
-    local = moment.astimezone(_zone(timezone))
+    """``Mon 30 Nov 2026, 18:30 (America/New_York)``: a subject's time names its zone."""
+    zone = _zone(timezone)
+    local = moment.astimezone(zone)
     return f"{_WEEKDAYS[local.weekday()][:3]} {local.day} {_MONTHS[local.month - 1][:3]} " \
-           f"{local.year}, {local:%H:%M}"
+           f"{local.year}, {local:%H:%M} ({zone.key})"
 
 
 def _indent(text: str) -> str:

@@ -388,4 +388,7 @@ def test_times_are_in_each_recipients_own_time_zone() -> None:
         assert ("Monday 30 November 2026, 23:30 - Tuesday 1 December 2026, 00:20 (UTC)"
                 in str(mail.payload["text"]))
         assert mail.payload["method"] == "REQUEST" and mail.payload["sequence"] == 0
-    assert str(client_mail.payload["subject"]) == "carecall session booked: Mon 30 Nov 2026, 18:30"
+    assert str(client_mail.payload["subject"]) == (
+        "carecall session booked: Mon 30 Nov 2026, 18:30 (America/New_York)")
+    assert str(pro_mail.payload["subject"]) == (
+        "carecall session booked: Tue 1 Dec 2026, 00:30 (Europe/Oslo)")
