@@ -73,7 +73,7 @@ class InCall:
         return slots.free_slots(
             timezone=professional.timezone, availability=professional.availability,
             session_minutes=professional.session_minutes,
-            buffer_minutes=professional.buffer_minutes,
+            buffer_minutes=professional.buffer_minutes, slot_minutes=professional.slot_step,
             bookings=[(b.starts_at, b.ends_at) for b in bookings],
             blocks=[(b.starts_at, b.ends_at) for b in blocks], now=now, days=days)
 

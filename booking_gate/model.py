@@ -130,6 +130,13 @@ class Professional:
     buffer_minutes: int
     availability: tuple[dict[str, object], ...]  # [{"weekday", "start", "end"}]
     updated_at: datetime
+    # The grid of bookable starts from each availability window's start.
+    slot_minutes: int | None = None
+
+    @property
+    def slot_step(self) -> int:
+        """``slot_minutes``, or by default a session and its buffer (the 50-minute hour)."""
+        return self.slot_minutes or self.session_minutes + self.buffer_minutes
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,6 +168,11 @@ def _schemas() -> Schema:
         **person,
         "session_minutes": _integer(5, 480, default=50),
         "buffer_minutes": _integer(0, 240, default=10),
+        "slot_minutes": _integer(
+            5, 1440, description="The grid of bookable starts from each availability "
+            "window's start, at least `session_minutes`; default `session_minutes + "
+            "buffer_minutes` (a 50-minute session with a 10-minute buffer starts on the "
+            "hour)."),
         "availability": {"type": "array", "maxItems": MAX_AVAILABILITY, "default": [],
                          "items": _ref("AvailabilityWindow"),
                          "description": "Wall-clock windows in `timezone`; end after start."},
@@ -413,7 +418,7 @@ def _scheduling_paths() -> Schema:
                     "403": _error("`forbidden`: a token of another room, a cancelled or "
                                   "moved booking, or (to book) the client's token")}
     slots = _op("getNextSlots", "Free slots of the professional (in-call).", "scheduling",
-                {"200": _ok("Free slots, in `session_minutes` steps.", _ref("NextSlots")),
+                {"200": _ok("Free slots, on the `slot_minutes` grid.", _ref("NextSlots")),
                  **token_errors},
                 query=(_query_param("days", _integer(1, 60, default=14), "How far ahead."),),
                 public=True)

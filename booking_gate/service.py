@@ -58,6 +58,7 @@ Clock = Callable[[], datetime]
 RoomLockListener = Callable[[RoomId, str], Awaitable[None]]
 
 MAX_EVENTS_PER_BATCH = 500
+MAX_SLOT_MINUTES = 24 * 60
 MAX_EXPORT_LIMIT = 500
 # The professional's calendar feed covers this window around now.
 FEED_PAST = timedelta(days=30)
@@ -95,7 +96,8 @@ def booking_json(booking: Booking) -> dict[str, Any]:
 def professional_json(p: Professional) -> dict[str, Any]:
     return {"professional_id": p.professional_id, "name": p.name, "email": p.email,
             "timezone": p.timezone, "session_minutes": p.session_minutes,
-            "buffer_minutes": p.buffer_minutes, "availability": list(p.availability)}
+            "buffer_minutes": p.buffer_minutes, "slot_minutes": p.slot_step,
+            "availability": list(p.availability)}
 
 
 def client_json(c: Client) -> dict[str, Any]:
@@ -140,15 +142,20 @@ class GateService:
     async def put_professional(self, professional_id: str, data: object) -> dict[str, Any]:
         pid = parse_id(professional_id, "professional_id")
         body = Body(data, {"name", "email", "timezone", "session_minutes", "buffer_minutes",
-                           "availability"})
+                           "slot_minutes", "availability"})
+        session = body.integer("session_minutes", low=5, high=480, default=50)
+        buffer = body.integer("buffer_minutes", low=0, high=240, default=10)
+        slot = None
+        if body.data.get("slot_minutes") is not None:
+            # Never shorter than a session: a grid must not offer overlapping starts.
+            slot = body.integer("slot_minutes", low=session, high=MAX_SLOT_MINUTES)
         professional = Professional(
             professional_id=ProfessionalId(pid), name=body.req_text("name", max_len=200),
             email=body.email(), timezone=parse_timezone(body.data.get("timezone")),
-            session_minutes=body.integer("session_minutes", low=5, high=480, default=50),
-            buffer_minutes=body.integer("buffer_minutes", low=0, high=240, default=10),
+            session_minutes=session, buffer_minutes=buffer,
             availability=tuple(w.to_json() for w in parse_availability(
                 body.data.get("availability", []))),
-            updated_at=self.clock(),
+            updated_at=self.clock(), slot_minutes=slot,
         )
         return professional_json(await self.store.put_professional(professional))
 

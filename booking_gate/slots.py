@@ -7,7 +7,10 @@ Rules, for the local dates ``date(now in timezone) .. + days - 1``:
   the same weekday are merged first when they overlap or touch; a window never
   continues into the next day (``24:00`` ends it);
 - in each window, candidate starts are the window start plus whole multiples of
-  ``session_minutes`` of wall-clock time; a candidate at a local time that does not
+  ``slot_minutes`` of wall-clock time (the professional's grid; by default
+  ``session_minutes + buffer_minutes``, so a 50-minute session with a 10-minute buffer
+  starts on the hour; it is never shorter than a session, so a grid never overlaps
+  itself by design); a candidate at a local time that does not
   exist (a spring-forward gap) is skipped, and an ambiguous one (a fall-back hour)
   means its first occurrence;
 - a slot lasts ``session_minutes`` of real time and must lie inside the window's real
@@ -24,7 +27,8 @@ Rules, for the local dates ``date(now in timezone) .. + days - 1``:
 Invariants of ``free_slots``' result: every datetime is aware UTC; slots are sorted by
 ``starts_at``, unique and pairwise non-overlapping; each is exactly ``session_minutes``
 long; all lie inside ``search_range(timezone, now, days)``. The grid depends only on
-the availability, the zone and the dates, never on bookings, blocks or buffers.
+the availability, the zone, the dates and ``slot_minutes``, never on bookings, blocks or
+buffers.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ def free_slots(
     availability: Sequence[Mapping[str, object]],
     session_minutes: int,
     buffer_minutes: int,
+    slot_minutes: int,
     bookings: Sequence[tuple[datetime, datetime]],
     blocks: Sequence[tuple[datetime, datetime]],
     now: datetime,
@@ -74,6 +79,7 @@ def free_slots(
     _check_aware(now, "now")
     session = _minutes(session_minutes, "session_minutes", MIN_SESSION_MINUTES)
     buffer = _minutes(buffer_minutes, "buffer_minutes", 0)
+    step = _minutes(slot_minutes, "slot_minutes", session_minutes)
     weekly = _merged_windows(availability)
     busy = _merge(
         [*_intervals(blocks, "blocks", timedelta(0)), *_intervals(bookings, "bookings", buffer)]
@@ -81,7 +87,7 @@ def free_slots(
     busy_starts = [start for start, _ in busy]
     return [
         slot
-        for slot in _grid(zone, weekly, session, _first_date(zone, now), days)
+        for slot in _grid(zone, weekly, session, step, _first_date(zone, now), days)
         if slot.starts_at >= now and not _overlaps(busy, busy_starts, slot)
     ]
 
@@ -106,18 +112,19 @@ def _grid(
     zone: tzinfo,
     weekly: Mapping[int, list[tuple[int, int]]],
     session: timedelta,
+    step: timedelta,
     first: date,
     days: int,
 ) -> list[Slot]:
     """Every slot the availability offers, sorted, before bookings, blocks and ``now``."""
-    step = int(session.total_seconds()) // 60
+    step_minutes = int(step.total_seconds()) // 60
     candidates: list[Slot] = []
     for offset in range(days):
         day = first + timedelta(days=offset)
         midnight = datetime.combine(day, time())
         for start_minute, end_minute in weekly.get(day.weekday(), []):
             window_end = _instant(midnight + timedelta(minutes=end_minute), zone)
-            for minute in range(start_minute, end_minute, step):
+            for minute in range(start_minute, end_minute, step_minutes):
                 local = midnight + timedelta(minutes=minute)
                 if not _exists(local, zone):
                     continue

@@ -86,7 +86,7 @@ def _professional(row: Any) -> Professional:
         professional_id=ProfessionalId(row.professional_id), name=row.name, email=row.email,
         timezone=row.timezone, session_minutes=row.session_minutes,
         buffer_minutes=row.buffer_minutes, availability=tuple(json.loads(row.availability)),
-        updated_at=row.updated_at,
+        updated_at=row.updated_at, slot_minutes=row.slot_minutes,
     )
 
 
@@ -136,7 +136,7 @@ class Store:
             "professional_id": p.professional_id, "name": p.name, "email": p.email,
             "timezone": p.timezone, "session_minutes": p.session_minutes,
             "buffer_minutes": p.buffer_minutes, "availability": json.dumps(list(p.availability)),
-            "updated_at": p.updated_at,
+            "updated_at": p.updated_at, "slot_minutes": p.slot_minutes,
         })
         return p
 

@@ -221,7 +221,8 @@ def test_attendance_records_match_their_schema() -> None:
 @pytest.mark.parametrize(("schema", "body", "allowed"), [
     ("ProfessionalInput", {"name": "Dr A", "email": "a@example.org", "timezone": "UTC",
                            "availability": [{"weekday": 1, "start": "08:30", "end": "24:00"}]},
-     {"name", "email", "timezone", "session_minutes", "buffer_minutes", "availability"}),
+     {"name", "email", "timezone", "session_minutes", "buffer_minutes", "slot_minutes",
+      "availability"}),
     ("BookingInput", {"professional_id": "p-1", "client_id": "c-1",
                       "starts_at": "2026-11-21T10:00:00Z", "ends_at": "2026-11-21T10:50:00Z",
                       "funding": "private", "source": "direct"},

@@ -52,9 +52,10 @@ async def test_next_slots_respect_the_current_booking_and_its_buffer(
     data = await slots(gate, room)
     assert data["timezone"] == "Europe/Oslo"
     # 08:00 UTC is 09:00 in Oslo; the booking holds 09:00-09:50 plus a 10-minute buffer,
-    # so with 50-minute steps from 08:00 local the first free slot is 10:30 local.
-    assert data["slots"][0] == {"starts_at": "2026-11-23T09:30:00Z",
-                                "ends_at": "2026-11-23T10:20:00Z"}
+    # so on the default grid (session + buffer: hourly from 08:00 local) the first free
+    # slot is 10:00 local.
+    assert data["slots"][0] == {"starts_at": "2026-11-23T09:00:00Z",
+                                "ends_at": "2026-11-23T09:50:00Z"}
     assert all(s["starts_at"] >= "2026-11-23T09:00:00Z" for s in data["slots"])
     client_view = await slots(gate, room, "client")
     assert client_view == data
@@ -93,6 +94,54 @@ async def test_the_professional_books_the_next_session_idempotently(
     assert first_slot not in [s["starts_at"] for s in (await slots(gate, room))["slots"]]
     status, error = await book_next(gate, room, "2026-11-23T09:31:00Z", "key-2")
     assert (status, error["error"]["code"]) == (409, "slot_taken")
+
+
+async def put_morning_professional(gate: GateClient, **extra: Any) -> dict[str, Any]:
+    """pro-1 with 50-minute sessions, a 10-minute buffer and Mondays 09:00-12:00 in Oslo."""
+    response = await gate.put("/api/v1/professionals/pro-1", headers=AUTH, json={
+        "name": "Dr Pro", "email": "pro@example.org", "timezone": "Europe/Oslo",
+        "session_minutes": 50, "buffer_minutes": 10,
+        "availability": [{"weekday": 0, "start": "09:00", "end": "12:00"}], **extra})
+    body: dict[str, Any] = await response.json()
+    assert response.status == 200, body
+    return body
+
+
+async def test_the_default_grid_is_the_fifty_minute_hour(
+        gate: GateClient, clock: FakeClock) -> None:
+    """50 + 10 minutes, 09:00-12:00: slots at 09:00, 10:00, 11:00; booking 10:00 leaves
+    09:00 and 11:00 free; the stored professional says slot_minutes 60."""
+    clock.now = clock.now - timedelta(days=7)  # a week before booked_room's Monday
+    room = await booked_room(gate, clock)
+    assert (await put_morning_professional(gate))["slot_minutes"] == 60
+    monday = "2026-11-23T{}:00Z"  # 09:00 Oslo is 08:00 UTC in November
+    free = [s["starts_at"] for s in (await slots(gate, room))["slots"]]
+    assert free[-3:] == [monday.format("08:00"), monday.format("09:00"),
+                         monday.format("10:00")]
+    status, _ = await book_next(gate, room, monday.format("09:00"), "ten")
+    assert status == 201
+    free = [s["starts_at"] for s in (await slots(gate, room))["slots"]]
+    assert free[-2:] == [monday.format("08:00"), monday.format("10:00")]
+
+
+async def test_slot_minutes_sets_the_grid_and_is_never_shorter_than_a_session(
+        gate: GateClient, clock: FakeClock) -> None:
+    """slot_minutes 90 → 09:00 and 10:30; 49 (< 50-minute sessions) → 422 naming the field,
+    and the stored professional is unchanged."""
+    clock.now = clock.now - timedelta(days=7)
+    room = await booked_room(gate, clock)
+    assert (await put_morning_professional(gate, slot_minutes=90))["slot_minutes"] == 90
+    free = [s["starts_at"] for s in (await slots(gate, room))["slots"]]
+    assert free[-2:] == ["2026-11-23T08:00:00Z", "2026-11-23T09:30:00Z"]
+    response = await gate.put("/api/v1/professionals/pro-1", headers=AUTH, json={
+        "name": "Dr Pro", "email": "pro@example.org", "timezone": "Europe/Oslo",
+        "session_minutes": 50, "slot_minutes": 49})
+    error = (await response.json())["error"]
+    assert (response.status, error["code"], error["field"]) == (
+        422, "invalid_request", "slot_minutes")
+    assert error["message"] == "'slot_minutes' must be a whole number from 50 to 1440"
+    free_after = [s["starts_at"] for s in (await slots(gate, room))["slots"]]
+    assert free_after == free
 
 
 async def test_twenty_concurrent_next_bookings_for_one_slot_give_one_201(

@@ -35,15 +35,18 @@ def slots(
     zone: str = "UTC",
     session: int = 50,
     buffer: int = 0,
+    slot: int | None = None,
     bookings: Sequence[tuple[datetime, datetime]] = (),
     blocks: Sequence[tuple[datetime, datetime]] = (),
     days: int = 1,
 ) -> list[Slot]:
+    """Free slots on a grid of ``slot`` minutes (the session's length unless given)."""
     return free_slots(
         timezone=zone,
         availability=availability,
         session_minutes=session,
         buffer_minutes=buffer,
+        slot_minutes=session if slot is None else slot,
         bookings=bookings,
         blocks=blocks,
         now=now,
@@ -123,6 +126,32 @@ def test_bookings_with_buffers_and_blocks_take_slots(
         blocks=[(mon(a), mon(b)) for a, b in blocks],
     )
     assert starts(result) == expected.split()
+
+
+def test_the_fifty_minute_hour_keeps_three_sessions_in_a_three_hour_morning() -> None:
+    """50-minute sessions with a 10-minute buffer on a 60-minute grid: 09:00, 10:00, 11:00,
+    and booking 10:00 leaves 09:00 and 11:00 free (the buffer touches, never overlaps)."""
+    morning = [window("09:00", "12:00")]
+    assert starts(slots(morning, now=mon("00:00"), buffer=10, slot=60)) == [
+        "09:00", "10:00", "11:00"]
+    booked = [(mon("10:00"), mon("10:50"))]
+    assert starts(slots(morning, now=mon("00:00"), buffer=10, slot=60, bookings=booked)) == [
+        "09:00", "11:00"]
+    # On the session-long grid the same booking's buffer takes both neighbours.
+    assert starts(slots(morning, now=mon("00:00"), buffer=10, slot=50,
+                        bookings=[(mon("09:50"), mon("10:40"))])) == []
+
+
+@pytest.mark.parametrize(("slot", "expected"), [
+    (60, ["09:00", "10:00", "11:00"]),
+    (90, ["09:00", "10:30"]),
+    (180, ["09:00"]),
+])
+def test_the_grid_steps_by_slot_minutes_from_the_window_start(
+    slot: int, expected: list[str]
+) -> None:
+    """Candidate starts are the window start plus whole multiples of ``slot_minutes``."""
+    assert starts(slots([window("09:00", "12:00")], now=mon("00:00"), slot=slot)) == expected
 
 
 NOW_CASES = [
@@ -284,6 +313,7 @@ GOOD: dict[str, Any] = {
     "availability": [window("09:00", "12:00")],
     "session_minutes": 50,
     "buffer_minutes": 10,
+    "slot_minutes": 60,
     "bookings": [],
     "blocks": [],
     "now": mon("00:00"),
@@ -299,6 +329,7 @@ BAD_CASES = [
     ({"days": 61}, "days must be a whole number from 1 to 60 (got 61)"),
     ({"session_minutes": 4}, "session_minutes must be a whole number of at least 5 (got 4)"),
     ({"buffer_minutes": -1}, "buffer_minutes must be a whole number of at least 0 (got -1)"),
+    ({"slot_minutes": 49}, "slot_minutes must be a whole number of at least 50 (got 49)"),
     ({"now": NAIVE},
      "now must be a timezone-aware datetime (got datetime.datetime(2026, 11, 23, 9, 0))"),
     ({"availability": [{"weekday": 7, "start": "09:00", "end": "10:00"}]},
@@ -410,12 +441,13 @@ def test_free_slots_properties(data: st.DataObject) -> None:
     days = data.draw(st.integers(1, 6))
     session = data.draw(st.integers(5, 240))
     buffer = data.draw(st.integers(0, 60))
+    grid_step = session + data.draw(st.integers(0, 60))
     availability = data.draw(st.lists(windows(change.astimezone(zone).weekday()), max_size=8))
     bookings = data.draw(st.lists(intervals(now), max_size=6))
     blocks = data.draw(st.lists(intervals(now), max_size=6))
     kwargs: dict[str, Any] = {
         "timezone": zone_name, "availability": availability, "session_minutes": session,
-        "now": now, "days": days,
+        "slot_minutes": grid_step, "now": now, "days": days,
     }
     result = free_slots(buffer_minutes=buffer, bookings=bookings, blocks=blocks, **kwargs)
     grid = free_slots(buffer_minutes=0, bookings=[], blocks=[], **kwargs)
@@ -439,7 +471,7 @@ def test_free_slots_properties(data: st.DataObject) -> None:
         run = [(a, b) for a, b in merged_runs(availability, local.weekday()) if a <= minute < b]
         assert len(run) == 1
         start, end = run[0]
-        assert (minute - start) % session == 0
+        assert (minute - start) % grid_step == 0
         window_end = midnight + timedelta(minutes=end)
         for step in range(session):
             instant = slot.starts_at + timedelta(minutes=step)

@@ -65,6 +65,8 @@ professionals = Table(
     Column("timezone", String(64), nullable=False),
     Column("session_minutes", Integer, nullable=False),
     Column("buffer_minutes", Integer, nullable=False),
+    # The grid of bookable starts; null: session_minutes + buffer_minutes (revision 0003).
+    Column("slot_minutes", Integer, nullable=True),
     Column("availability", Text, nullable=False),  # JSON list
     Column("updated_at", UTCDateTime, nullable=False),
 )
