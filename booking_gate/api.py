@@ -221,7 +221,8 @@ async def openapi(request: web.Request) -> web.Response:
 @routes.get("/.well-known/jwks.json")
 @endpoint("jwks", authenticated=False)
 async def jwks(request: web.Request) -> web.Response:
-    return json_response({"keys": [request.app[SERVICE].tokens.jwk]})
+    # The signing key first, then any retired key still accepted (a rotation).
+    return json_response(request.app[SERVICE].tokens.jwks)
 
 
 @routes.get("/healthz")

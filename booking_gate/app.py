@@ -35,7 +35,7 @@ from booking_gate.metrics import GateMetrics
 from booking_gate.rules import Windows
 from booking_gate.service import Clock, GateService, utc_now
 from booking_gate.store import Store
-from booking_gate.tokens import TokenIssuer, load_or_create_key
+from booking_gate.tokens import TokenIssuer, load_or_create_key, load_public_keys
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
         try:
             await migrate(engine)
             tokens = TokenIssuer(load_or_create_key(config.key_path), config.join_early,
-                                 config.overrun)
+                                 config.overrun, load_public_keys(config.retired_key_paths))
             app[SERVICE] = GateService(Store(engine), tokens, config.public_url,
                                        Windows(config.join_early, config.overrun), clock)
             app[INCALL] = InCall(app[SERVICE])

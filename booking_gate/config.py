@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from booking_gate.tokens import load_public_keys
+
 DEFAULT_VAR_DIR = Path("var")
 
 
@@ -20,6 +22,8 @@ class GateConfig:
     api_key: str | None = None
     var_dir: Path = DEFAULT_VAR_DIR
     signing_key_path: Path | None = None
+    # Earlier signing keys (PEM) whose tokens are still accepted and published (rotation).
+    retired_key_paths: tuple[Path, ...] = ()
     join_early: timedelta = timedelta(seconds=900)
     overrun: timedelta = timedelta(seconds=900)
     # How often the background task finalises attendance records that are due.
@@ -87,3 +91,16 @@ def windows_from_env(env: Mapping[str, str] | None = None) -> tuple[timedelta, t
         seconds_from_env(env, "CARECALL_JOIN_EARLY_SECONDS", 900),
         seconds_from_env(env, "CARECALL_OVERRUN_SECONDS", 900),
     )
+
+
+def retired_keys_from_env(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """``CARECALL_RETIRED_SIGNING_KEYS``: comma-separated PEM files of retired signing
+    keys, each checked to hold an Ed25519 key (refused at start, not at first use)."""
+    env = os.environ if env is None else env
+    paths = tuple(Path(part.strip()) for part in (env.get("CARECALL_RETIRED_SIGNING_KEYS")
+                                                  or "").split(",") if part.strip())
+    try:
+        load_public_keys(paths)
+    except ValueError as error:
+        raise ValueError(f"CARECALL_RETIRED_SIGNING_KEYS: {error}") from None
+    return paths

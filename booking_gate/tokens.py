@@ -2,6 +2,10 @@
 
 The signing key is generated on first start and kept as a PEM file (mode 0600), or
 read from ``CARECALL_SIGNING_KEY``. Only the public half leaves the gate, as a JWKS.
+During a key rotation the gate also publishes and accepts retired keys
+(``CARECALL_RETIRED_SIGNING_KEYS``): tokens they signed keep working, new ones are
+signed with the current key. Every token names its key in the header's ``kid`` (the
+key's RFC 7638 thumbprint); a token naming no published key is invalid.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -62,6 +67,30 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def load_public_keys(paths: Iterable[Path]) -> list[Ed25519PublicKey]:
+    """The Ed25519 public keys in the PEM files ``paths``: each a private key (a retired
+    ``signing_key.pem``, of which only the public half is kept) or a public key."""
+    keys = []
+    for path in paths:
+        try:
+            pem = path.read_bytes()
+        except OSError as error:
+            raise ValueError(f"cannot read the retired signing key {path}: "
+                             f"{error.strerror or error}") from None
+        key: object
+        try:
+            key = (serialization.load_pem_private_key(pem, password=None)
+                   if b"PRIVATE KEY" in pem else serialization.load_pem_public_key(pem))
+        except (ValueError, TypeError):
+            raise ValueError(f"{path} does not hold an unencrypted PEM key") from None
+        if isinstance(key, Ed25519PrivateKey):
+            key = key.public_key()
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{path} does not hold an Ed25519 key")
+        keys.append(key)
+    return keys
+
+
 def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     x = _b64url(raw)
@@ -90,15 +119,31 @@ class TokenClaims:
 
 
 class TokenIssuer:
-    """Signs join tokens and verifies them for the gate's own in-call endpoints."""
+    """Signs join tokens and verifies them for the gate's own in-call endpoints.
 
-    def __init__(self, key: Ed25519PrivateKey, join_early: timedelta, overrun: timedelta) -> None:
+    ``key`` signs; ``retired`` are public keys of earlier signing keys whose tokens are
+    still accepted (a rotation). All of them are published in ``jwks``, ``key`` first.
+    """
+
+    def __init__(self, key: Ed25519PrivateKey, join_early: timedelta, overrun: timedelta,
+                 retired: Sequence[Ed25519PublicKey] = ()) -> None:
         self._key = key
-        self._public = key.public_key()
-        self.public_key = self._public
-        self.jwk = public_jwk(self._public)
+        self.jwk = public_jwk(key.public_key())
+        self.kid = self.jwk["kid"]
+        self._keys: dict[str, Ed25519PublicKey] = {self.kid: key.public_key()}
+        jwks = [self.jwk]
+        for public in retired:
+            jwk = public_jwk(public)
+            if jwk["kid"] not in self._keys:
+                self._keys[jwk["kid"]] = public
+                jwks.append(jwk)
+        self.jwks: dict[str, list[dict[str, str]]] = {"keys": jwks}
         self.join_early = join_early
         self.overrun = overrun
+
+    def verification_key(self, kid: str) -> Ed25519PublicKey | None:
+        """The published public key that ``kid`` names, or None."""
+        return self._keys.get(kid)
 
     def window(self, booking: Booking) -> tuple[datetime, datetime]:
         return booking.starts_at - self.join_early, booking.ends_at + self.overrun
@@ -122,14 +167,21 @@ class TokenIssuer:
             "iat": int(now.timestamp()), "nbf": int(nbf.timestamp()),
             "exp": int(exp.timestamp()), "jti": secrets.token_urlsafe(16),
         }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.jwk["kid"]})
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
         return IssuedToken(token, exp)
 
     def verify(self, token: str, now: datetime) -> TokenClaims:
-        """Check signature, algorithm, issuer, audience and time; raise Unauthorized."""
+        """Check key id, signature, algorithm, issuer, audience and time; raise Unauthorized."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise Unauthorized("the join token is invalid") from None
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise Unauthorized("the join token is signed with an unknown key")
         try:
             claims = jwt.decode(
-                token, self._public, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+                token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
                 options={"require": REQUIRED_CLAIMS, "verify_iat": False, "verify_nbf": False,
                          "verify_exp": False},
             )

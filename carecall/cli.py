@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from booking_gate.config import DEFAULT_VAR_DIR, GateConfig, windows_from_env
+from booking_gate.config import (
+    DEFAULT_VAR_DIR,
+    GateConfig,
+    retired_keys_from_env,
+    windows_from_env,
+)
 from booking_gate.db.engine import async_url
 from carecall.serve import run
 from peer import cli as peer_cli
@@ -127,6 +132,7 @@ def gate_config(args: argparse.Namespace) -> GateConfig:
         api_key=_api_key(args.api_key, var_dir),
         var_dir=var_dir,
         signing_key_path=Path(signing) if signing else None,
+        retired_key_paths=retired_keys_from_env(),
         join_early=join_early,
         overrun=overrun,
         **smtp,

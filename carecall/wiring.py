@@ -48,8 +48,8 @@ class InProcessGate(GateLink):
             EventId(e.event_id), BookingId(e.booking_id), Role(e.role), EventKind(e.kind),
             e.at, e.reason) for e in events])
 
-    async def verification_key(self) -> Ed25519PublicKey:
-        return self._service.tokens.public_key
+    async def verification_key(self, kid: str) -> Ed25519PublicKey | None:
+        return self._service.tokens.verification_key(kid)
 
     def on_room_locked(self, listener: LockListener) -> None:
         async def forward(room_id: RoomId, reason: str) -> None:

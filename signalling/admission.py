@@ -1,15 +1,25 @@
-"""Admission: may this token enter its room now? The gate's word at every join."""
+"""Admission: may this token enter its room now? The gate's word at every join.
+
+Two steps, in this order (CONTRACT.md section 4):
+
+1. ``verify``: the key its ``kid`` names, then the signature, algorithm, ``iss``, ``aud``
+   and claims (4401). Only after this is the token known to come from the gate; the
+   handler's per-address budget counts failures of this step and nothing later.
+2. ``admit``: the room the client asked for (4403 ``wrong_room``), the token's own
+   window by the server's clock (4410), the room (4404), the booking behind it (4403)
+   and the booking's window (4410).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from signalling.errors import NotAllowed, OutsideWindow, UnknownRoom
+from signalling.errors import BadToken, NotAllowed, OutsideWindow, UnknownRoom
 from signalling.gate import GateLink, RoomBooking
 from signalling.messages import rfc3339
 from signalling.room import Role
-from signalling.tokens import Claims, verify
+from signalling.tokens import Claims, key_id, verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,22 +32,52 @@ class Admission:
     def __init__(self, gate: GateLink) -> None:
         self.gate = gate
 
-    async def admit(self, token: str, room_hint: str | None, now: datetime) -> Admitted:
-        """Check the token, then the booking behind its room; raise the refusal."""
-        claims = verify(token, await self.gate.verification_key())
+    async def verify(self, token: str) -> Claims:
+        """The token's claims, verified with the key its ``kid`` names; BadToken (4401)
+        when it names none the gate publishes or does not verify with it."""
+        kid = key_id(token)
+        key = await self.gate.verification_key(kid)
+        if key is None:
+            raise BadToken("the join token is signed with an unknown key ('kid')")
+        return verify(token, key)
+
+    async def admit(self, claims: Claims, room_hint: str | None, now: datetime) -> Admitted:
+        """Check a verified token's room and window, then the booking; raise the refusal."""
         if room_hint is not None and room_hint != claims.room:
             raise NotAllowed("this link is for another room", "wrong_room")
+        ts = now.timestamp()
+        if ts >= claims.exp:
+            raise OutsideWindow("this session is over", "session_over")
         booking = await self.gate.room(claims.room)
+        if ts < claims.nbf:
+            raise too_early(claims, booking)
         if booking is None:
             raise UnknownRoom("this room does not exist")
         check_booking(claims, booking)
         if now < booking.opens_at:
-            raise OutsideWindow(
-                f"too early: the session starts at {rfc3339(booking.starts_at)} and the room "
-                f"opens at {rfc3339(booking.opens_at)}", "too_early")
+            raise too_early(claims, booking)
         if now >= booking.closes_at:
             raise OutsideWindow("this session is over", "session_over")
         return Admitted(claims, booking)
+
+
+def too_early(claims: Claims, booking: RoomBooking | None) -> OutsideWindow:
+    """The too_early refusal, naming the start and opening times (the web page reads them)
+    when the token is the booking's current one, else only the token's own opening."""
+    if booking is not None and is_current(claims, booking):
+        return OutsideWindow(
+            f"too early: the session starts at {rfc3339(booking.starts_at)} and the room "
+            f"opens at {rfc3339(booking.opens_at)}", "too_early")
+    opens = rfc3339(datetime.fromtimestamp(claims.nbf, UTC))
+    return OutsideWindow(f"too early: the room opens at {opens}", "too_early")
+
+
+def is_current(claims: Claims, booking: RoomBooking) -> bool:
+    try:
+        check_booking(claims, booking)
+    except NotAllowed:
+        return False
+    return True
 
 
 def check_booking(claims: Claims, booking: RoomBooking) -> None:

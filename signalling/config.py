@@ -23,9 +23,12 @@ class SignallingConfig:
     # Per connection: sustained messages per second and burst.
     message_rate: float = 50.0
     message_burst: float = 200.0
-    # Per client address: refused admissions allowed per minute (and burst).
+    # Per client address: joins refused before their token proved genuine (malformed
+    # hello, missing or forged token, no hello in time) allowed per minute (and burst).
+    # Past the budget such joins wait this long, then get 4429; genuine tokens never do.
     failed_admissions_per_minute: float = 10.0
     failed_admissions_burst: float = 20.0
+    rate_limited_delay: float = 1.0
     # Addresses of reverse proxies whose X-Forwarded-For names the real client.
     trusted_proxies: tuple[str, ...] = ()
     revalidate_interval: float = 2.0

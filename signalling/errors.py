@@ -1,6 +1,7 @@
 """Errors of signalling, each carrying the WebSocket close code the contract gives it.
 
     SignallingError (close 1011, internal)
+    ├── MessageTooBig       1009 a frame over 64 KiB
     ├── ProtocolError       4400 malformed message, unknown type, hello not first
     ├── BadToken            4401 token missing, malformed or forged
     ├── NotAllowed          4403 booking cancelled/rescheduled, token for another room
@@ -41,6 +42,11 @@ class SignallingError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
+
+
+class MessageTooBig(SignallingError):
+    close_code = CloseCode.MESSAGE_TOO_BIG
+    default_code = "message_too_big"
 
 
 class ProtocolError(SignallingError):

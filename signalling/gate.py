@@ -50,8 +50,14 @@ class GateLink(Protocol):
     async def report(self, events: Sequence[AttendanceReport]) -> None:
         """Store attendance events (idempotent by id); raise if they were not stored."""
 
-    async def verification_key(self) -> Ed25519PublicKey:
-        """The public key join tokens are signed with."""
+    async def verification_key(self, kid: str) -> Ed25519PublicKey | None:
+        """The public key that ``kid`` names among those the gate publishes (its signing
+        key and, during a rotation, a retired one), or None when it publishes no such key.
+
+        An implementation that caches the gate's JWKS refetches it on an unknown ``kid``
+        (a rotation happened), at most once per short interval: the ``kid`` comes from
+        an unauthenticated token, so anyone can send unknown ones.
+        """
 
     def on_room_locked(self, listener: LockListener) -> None:
         """Hear at once when a booking is cancelled or rescheduled (where supported)."""

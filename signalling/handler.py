@@ -1,21 +1,34 @@
 """The ``/ws`` endpoint: a thin adapter from WebSocket frames to the room hub.
 
-Order of a join: Origin allow-list (1008), failed-admission budget of the address
-(4429), ``hello`` within the time limit (4408/4400), admission (4401/4403/4404/4410),
-then ``welcome``. Logs carry room and session ids only: never SDP, candidates,
-addresses, tokens or credentials.
+Order of a join: Origin allow-list (1008), ``hello`` within the time limit (4408, 4400,
+1009), the token's key, signature and claims (4401), then admission (4403/4404/4410)
+and ``welcome``.
+
+Per-address limits slow down and refuse failed attempts only (CONTRACT.md section 4):
+an address has a budget of joins that fail before their token is shown to be the
+gate's (malformed or late hello, missing, malformed or forged token). Once it is
+spent, such joins wait ``rate_limited_delay`` and get 4429 instead of their reason. A
+token the gate signed is never rate limited: it is admitted, or refused with its own
+reason, whatever else its address sent. So the budget is checked only after the
+hello is read and its signature verified: one Ed25519 check, well under a millisecond,
+and garbage or an unknown ``kid`` fails before it. A gate-signed token that is refused
+(cancelled, too early) cannot be a guess: it is told its reason and spends no budget.
+
+Logs carry room and session ids only: never SDP, candidates, addresses, tokens or
+credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
 import time
 from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from signalling import messages, resume
 from signalling.appkeys import (
@@ -30,6 +43,7 @@ from signalling.appkeys import (
 from signalling.errors import (
     CloseCode,
     HelloTimeout,
+    MessageTooBig,
     ProtocolError,
     RateLimited,
     SignallingError,
@@ -69,6 +83,26 @@ def client_address(request: web.Request) -> str:
     return remote
 
 
+class SignallingSocket(web.WebSocketResponse):
+    """A server socket that says why before aiohttp's own 1009.
+
+    aiohttp refuses a frame over ``max_msg_size`` by closing the socket itself, inside
+    ``receive``; the contract wants the ``error`` message first, as for every refusal.
+    """
+
+    too_big = False  # this socket refused an oversized frame (sent the error, closed)
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"",
+                    drain: bool = True) -> bool:
+        if code == CloseCode.MESSAGE_TOO_BIG and not self.closed and not self.too_big:
+            self.too_big = True
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.send_str(messages.encode(
+                    messages.error(MessageTooBig.default_code, messages.TOO_BIG)))
+            message = message or MessageTooBig.default_code.encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
 async def _refuse(ws: web.WebSocketResponse, request: web.Request, code: CloseCode,
                   error_code: str, message: str) -> None:
     request.app[METRICS].refusals.labels(str(int(code))).inc()
@@ -80,41 +114,61 @@ async def _refuse(ws: web.WebSocketResponse, request: web.Request, code: CloseCo
             pass
 
 
-async def _read_hello(ws: web.WebSocketResponse, limit: float) -> messages.Hello:
+async def _read_hello(ws: SignallingSocket, limit: float) -> messages.Hello | None:
+    """The first message as a ``hello``, or None when the client left without one."""
     try:
         msg = await asyncio.wait_for(ws.receive(), limit)
     except TimeoutError:
         raise HelloTimeout(f"no hello within {limit:g} s") from None
-    if msg.type is not WSMsgType.TEXT:
+    if msg.type is WSMsgType.TEXT:
+        parsed = messages.parse(msg.data)
+        if not isinstance(parsed, messages.Hello):
+            raise ProtocolError("'hello' must be the first message")
+        return parsed
+    if msg.type is WSMsgType.BINARY:
         raise ProtocolError("the first message must be a text hello")
-    parsed = messages.parse(msg.data)
-    if not isinstance(parsed, messages.Hello):
-        raise ProtocolError("'hello' must be the first message")
-    return parsed
+    if ws.too_big:
+        raise MessageTooBig(messages.TOO_BIG)  # already said and closed by the socket
+    return None
+
+
+async def _refuse_unproven(ws: SignallingSocket, request: web.Request, address: str,
+                           error: SignallingError) -> None:
+    """Refuse a join whose token was not shown to be the gate's, within the address's
+    budget with its own reason, past it with 4429 after a short wait."""
+    logger.info("join refused: %s", error.code)
+    within_budget = request.app[FAILED_JOINS].take(address, time.monotonic())
+    if within_budget or ws.closed:
+        await _refuse(ws, request, error.close_code, error.code, error.message)
+        return
+    await asyncio.sleep(request.app[CONFIG].rate_limited_delay)
+    await _refuse(ws, request, CloseCode.RATE_LIMITED, RateLimited.default_code,
+                  "too many refused joins from this address; wait a minute")
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     config, metrics, clock = request.app[CONFIG], request.app[METRICS], request.app[CLOCK]
-    ws = web.WebSocketResponse(heartbeat=config.heartbeat, compress=False,
-                               max_msg_size=messages.MAX_MESSAGE_BYTES)
+    # aiohttp refuses a frame of max_msg_size bytes or more: + 1 allows exactly 64 KiB.
+    ws = SignallingSocket(heartbeat=config.heartbeat, compress=False,
+                          max_msg_size=messages.MAX_MESSAGE_BYTES + 1)
     await ws.prepare(request)
     if not origin_allowed(request):
         await _refuse(ws, request, CloseCode.POLICY_VIOLATION, "origin_not_allowed",
                       "this origin may not open the signalling socket")
         return ws
-    address = client_address(request)
-    failed = request.app[FAILED_JOINS]
-    if not failed.allowed(address, time.monotonic()):
-        await _refuse(ws, request, CloseCode.RATE_LIMITED, "rate_limited",
-                      "too many refused joins from this address; wait a minute")
-        return ws
+    admission = request.app[ADMISSION]
     try:
         hello = await _read_hello(ws, config.hello_timeout)
-        admitted = await request.app[ADMISSION].admit(hello.token, request.query.get("room"),
-                                                      clock())
+        if hello is None:
+            return ws  # the client closed first: nothing was attempted
+        claims = await admission.verify(hello.token)
     except SignallingError as error:
-        if ws.close_code is None:
-            failed.spend(address, time.monotonic())
+        await _refuse_unproven(ws, request, client_address(request), error)
+        return ws
+    try:
+        # From here the token is the gate's: refusals name their reason, never 4429.
+        admitted = await admission.admit(claims, request.query.get("room"), clock())
+    except SignallingError as error:
         logger.info("join refused: %s", error.code)
         await _refuse(ws, request, error.close_code, error.code, error.message)
         return ws
@@ -181,5 +235,5 @@ async def _serve(conn: Connection, request: web.Request) -> None:
             await _refuse(ws, request, CloseCode.MALFORMED, "malformed_message",
                           "'hello' may only be sent once")
             break
-    if ws.close_code == CloseCode.MESSAGE_TOO_BIG:
-        request.app[METRICS].refusals.labels("1009").inc()
+    if isinstance(ws, SignallingSocket) and ws.too_big:
+        request.app[METRICS].refusals.labels(str(int(CloseCode.MESSAGE_TOO_BIG))).inc()

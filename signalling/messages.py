@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from signalling.errors import ProtocolError
+from signalling.errors import BadToken, ProtocolError
 
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024  # "at most 64 KiB": a frame of exactly this size is allowed
+TOO_BIG = f"a message may be at most {MAX_MESSAGE_BYTES} bytes (64 KiB)"
+MAX_TOKEN_CHARS = 4096
 CLIENT_TYPES = ("hello", "signal", "media", "bye")
 MEDIA_STATES = ("connected", "disconnected")
 AGENTS = ("browser", "aiortc")
@@ -79,7 +81,8 @@ def _check_signal(obj: dict[str, Any]) -> None:
 
 
 def parse(text: str | bytes) -> ClientMessage:
-    """Parse one client frame; raise ``ProtocolError`` naming what is wrong."""
+    """Parse one client frame; raise ``ProtocolError`` naming what is wrong (``BadToken``
+    for a ``hello`` whose token is missing or malformed)."""
     if isinstance(text, bytes):
         raise ProtocolError("frames must be text, not binary")
     try:
@@ -96,8 +99,11 @@ def parse(text: str | bytes) -> ClientMessage:
     if kind == "hello":
         token, agent = obj.get("token"), obj.get("agent", "browser")
         can_rollback, resume = obj.get("can_rollback", agent == "browser"), obj.get("resume")
-        if not isinstance(token, str) or not token or len(token) > 4096:
-            raise ProtocolError("'token' must be a non-empty string", code="token_missing")
+        # A missing or malformed token is 4401 (CONTRACT.md section 4), not 4400.
+        if not isinstance(token, str) or not token:
+            raise BadToken("'token' must be a non-empty string", "token_missing")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise BadToken(f"'token' must be at most {MAX_TOKEN_CHARS} characters")
         if agent not in AGENTS:
             raise ProtocolError(f"'agent' must be one of {', '.join(AGENTS)} (got {agent!r:.40})")
         if not isinstance(can_rollback, bool):

@@ -52,5 +52,6 @@ class KeyedLimiter:
         """Whether ``key`` still has budget, without spending it."""
         return self._bucket(key).peek(now) >= 1.0
 
-    def spend(self, key: str, now: float) -> None:
-        self._bucket(key).take(now)
+    def take(self, key: str, now: float) -> bool:
+        """Spend one of ``key``'s budget; False (nothing spent) when none is left."""
+        return self._bucket(key).take(now)

@@ -1,7 +1,10 @@
-"""Join token verification with the gate's public key (CONTRACT.md section 2). Pure.
+"""Join token verification with the gate's public keys (CONTRACT.md section 2). Pure.
 
-Only EdDSA is accepted; ``iss``, ``aud`` and the required claims are checked here, the
-time window and the booking's state by the admission check.
+The header's ``kid`` names the key (``key_id``): the caller looks it up among the keys
+the gate publishes (two during a rotation) and verifies with that one; a token without
+a ``kid``, or naming no published key, is invalid. Only EdDSA is accepted; ``iss``,
+``aud`` and the required claims are checked here, the time window and the booking's
+state by the admission check.
 """
 
 from __future__ import annotations
@@ -30,7 +33,20 @@ class Claims:
     exp: int
 
 
+def key_id(token: str) -> str:
+    """The ``kid`` in the token's header (not yet trusted: it only picks the key)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise BadToken(f"the join token is not valid ({type(error).__name__})") from None
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise BadToken("the join token names no signing key ('kid')")
+    return kid
+
+
 def verify(token: str, key: Ed25519PublicKey) -> Claims:
+    """The claims of ``token`` if ``key`` signed it with EdDSA for signalling."""
     try:
         claims = jwt.decode(
             token, key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,

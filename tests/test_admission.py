@@ -25,6 +25,9 @@ from signalling.room import Role
 from signalling.tokens import AUDIENCE, ISSUER, Claims
 
 KEY = Ed25519PrivateKey.generate()
+KID = "key-current"
+RETIRED_KEY = Ed25519PrivateKey.generate()
+RETIRED_KID = "key-retired"
 STARTS = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 BOOKING = RoomBooking(
     room_id="room-1", booking_id="b-1", professional_id="pro-1", client_id="cli-1",
@@ -39,6 +42,7 @@ class FakeGate:
 
     def __init__(self, *bookings: RoomBooking) -> None:
         self.rooms = {b.room_id: b for b in bookings}
+        self.keys = {KID: KEY.public_key(), RETIRED_KID: RETIRED_KEY.public_key()}
 
     async def room(self, room_id: str) -> RoomBooking | None:
         return self.rooms.get(room_id)
@@ -46,14 +50,15 @@ class FakeGate:
     async def report(self, events: Sequence[AttendanceReport]) -> None:
         raise AssertionError("admission never reports attendance")
 
-    async def verification_key(self) -> Ed25519PublicKey:
-        return KEY.public_key()
+    async def verification_key(self, kid: str) -> Ed25519PublicKey | None:
+        return self.keys.get(kid)
 
     def on_room_locked(self, listener: LockListener) -> None:
         raise AssertionError("admission never listens for locks")
 
 
-def token(role: Role = Role.CLIENT, key: Ed25519PrivateKey = KEY, **changes: Any) -> str:
+def token(role: Role = Role.CLIENT, key: Ed25519PrivateKey = KEY, kid: str | None = KID,
+          **changes: Any) -> str:
     """A join token as the gate issues it for BOOKING, with ``changes`` applied."""
     claims: dict[str, Any] = {
         "iss": ISSUER, "aud": AUDIENCE, "role": role.value, "room": "room-1", "bkg": "b-1",
@@ -62,14 +67,21 @@ def token(role: Role = Role.CLIENT, key: Ed25519PrivateKey = KEY, **changes: Any
         "nbf": int(BOOKING.opens_at.timestamp()), "exp": int(BOOKING.closes_at.timestamp()),
         "jti": "j-1",
     }
-    return jwt.encode({**claims, **changes}, key, algorithm="EdDSA")
+    return jwt.encode({**claims, **changes}, key, algorithm="EdDSA",
+                      headers={"kid": kid} if kid is not None else None)
+
+
+async def admit(gate: FakeGate, token_: str, hint: str | None, now: datetime) -> Admitted:
+    """Both steps, as the handler takes them: verify, then admit."""
+    admission = Admission(gate)
+    return await admission.admit(await admission.verify(token_), hint, now)
 
 
 async def refusal(token_: str, *, booking: RoomBooking | None = BOOKING,
                   hint: str | None = "room-1", now: datetime = STARTS) -> SignallingError:
     gate = FakeGate(booking) if booking is not None else FakeGate()
     with pytest.raises(SignallingError) as caught:
-        await Admission(gate).admit(token_, hint, now)
+        await admit(gate, token_, hint, now)
     return caught.value
 
 
@@ -83,7 +95,7 @@ async def refusal(token_: str, *, booking: RoomBooking | None = BOOKING,
 async def test_a_party_of_the_booking_is_admitted_inside_the_window(role: Role, hint: str | None,
                                                                     now: datetime) -> None:
     """Either party with a current token, from opens_at until just before closes_at, gets in."""
-    admitted = await Admission(FakeGate(BOOKING)).admit(token(role), hint, now)
+    admitted = await admit(FakeGate(BOOKING), token(role), hint, now)
     assert admitted == Admitted(Claims(
         sub="pro-1" if role is Role.PROFESSIONAL else "cli-1", role=role, room="room-1",
         booking_id="b-1", iat=int(BOOKING.changed_at.timestamp()) + 60,
@@ -94,7 +106,7 @@ async def test_a_party_of_the_booking_is_admitted_inside_the_window(role: Role, 
 async def test_token_issued_at_the_change_itself_is_current() -> None:
     """iat equal to changed_at is not stale (only strictly earlier tokens are)."""
     current = token(iat=int(BOOKING.changed_at.timestamp()))
-    assert (await Admission(FakeGate(BOOKING)).admit(current, None, STARTS)).booking == BOOKING
+    assert (await admit(FakeGate(BOOKING), current, None, STARTS)).booking == BOOKING
 
 
 async def test_unknown_room() -> None:
@@ -110,6 +122,55 @@ async def test_forged_token_is_refused_before_asking_for_the_room() -> None:
     error = await refusal(token(key=Ed25519PrivateKey.generate()))
     assert isinstance(error, BadToken)
     assert error.close_code is CloseCode.UNAUTHORIZED
+
+
+async def test_a_token_of_the_retired_key_is_admitted_during_a_rotation() -> None:
+    """A token whose kid names the retired key, and signed by it, gets in."""
+    old = token(key=RETIRED_KEY, kid=RETIRED_KID)
+    assert (await admit(FakeGate(BOOKING), old, None, STARTS)).claims.sub == "cli-1"
+
+
+@pytest.mark.parametrize(("token_", "message"), [
+    (token(kid=None), "the join token names no signing key ('kid')"),
+    (token(kid=""), "the join token names no signing key ('kid')"),
+    (token(kid="key-unknown"), "the join token is signed with an unknown key ('kid')"),
+    (token(kid=RETIRED_KID), "the join token is not valid (InvalidSignatureError)"),
+    (token(key=RETIRED_KEY, kid=KID), "the join token is not valid (InvalidSignatureError)"),
+], ids=["no-kid", "empty-kid", "unknown-kid", "current-key-under-retired-kid",
+        "retired-key-under-current-kid"])
+async def test_the_key_is_the_one_kid_names(token_: str, message: str) -> None:
+    """Without a known kid, or signed by another published key than it names: 4401."""
+    error = await refusal(token_)
+    assert isinstance(error, BadToken)
+    assert (error.close_code, error.code, error.message) == (
+        CloseCode.UNAUTHORIZED, "invalid_token", message)
+
+
+PAST_EXP = int(STARTS.timestamp()) - 60
+FUTURE_NBF = int(STARTS.timestamp()) + 3600
+
+
+@pytest.mark.parametrize(("token_", "booking", "code", "message"), [
+    (token(exp=PAST_EXP), BOOKING, "session_over", "this session is over"),
+    (token(exp=PAST_EXP), replace(BOOKING, cancelled=True), "session_over",
+     "this session is over"),
+    (token(exp=PAST_EXP), None, "session_over", "this session is over"),
+    (token(nbf=FUTURE_NBF), BOOKING, "too_early",
+     "too early: the room opens at 2026-11-23T11:00:00Z"),
+    (token(nbf=FUTURE_NBF, sub="stranger"), BOOKING, "too_early",
+     "too early: the room opens at 2026-11-23T11:00:00Z"),
+    (token(nbf=FUTURE_NBF), None, "too_early",
+     "too early: the room opens at 2026-11-23T11:00:00Z"),
+], ids=["expired-token-open-booking", "expired-token-cancelled-booking",
+        "expired-token-unknown-room", "early-token-open-booking", "early-token-not-a-party",
+        "early-token-unknown-room"])
+async def test_the_tokens_own_window_comes_before_the_booking(
+        token_: str, booking: RoomBooking | None, code: str, message: str) -> None:
+    """A verified token outside its own nbf/exp is 4410, whatever the booking says."""
+    error = await refusal(token_, booking=booking)
+    assert isinstance(error, OutsideWindow)
+    assert (error.close_code, error.code, error.message) == (
+        CloseCode.OUTSIDE_WINDOW, code, message)
 
 
 CANCELLED = replace(BOOKING, cancelled=True)

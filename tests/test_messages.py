@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from signalling.errors import CloseCode, ProtocolError
+from signalling.errors import BadToken, CloseCode, ProtocolError
 from signalling.messages import (
     Bye,
     Extension,
@@ -72,13 +72,6 @@ def text(obj: Any) -> str:
      "'state' must be one of connected, disconnected (got 'up')", "malformed_message"),
     (text({"type": "media"}),
      "'state' must be one of connected, disconnected (got None)", "malformed_message"),
-    (text({"type": "hello"}), "'token' must be a non-empty string", "token_missing"),
-    (text({"type": "hello", "token": ""}), "'token' must be a non-empty string",
-     "token_missing"),
-    (text({"type": "hello", "token": 7}), "'token' must be a non-empty string",
-     "token_missing"),
-    (text({"type": "hello", "token": "t" * 4097}), "'token' must be a non-empty string",
-     "token_missing"),
     (text({"type": "hello", "token": "t", "agent": "firefox"}),
      "'agent' must be one of browser, aiortc (got 'firefox')", "malformed_message"),
     (text({"type": "hello", "token": "t", "can_rollback": "yes"}),
@@ -92,8 +85,7 @@ def text(obj: Any) -> str:
     "type-not-string", "type-null", "unknown-type", "x-type-too-long", "signal-neither",
     "signal-both", "description-not-object", "description-bad-type", "description-no-type",
     "description-no-sdp", "description-sdp-not-string", "candidate-not-object",
-    "candidate-without-candidate", "media-bad-state", "media-no-state", "hello-no-token",
-    "hello-empty-token", "hello-token-not-string", "hello-token-too-long", "hello-bad-agent",
+    "candidate-without-candidate", "media-bad-state", "media-no-state", "hello-bad-agent",
     "hello-bad-can-rollback", "hello-resume-not-string", "hello-resume-too-long",
 ])
 def test_malformed_frames_are_refused_with_an_exact_message(frame: str | bytes, message: str,
@@ -105,6 +97,34 @@ def test_malformed_frames_are_refused_with_an_exact_message(frame: str | bytes, 
     assert str(caught.value) == message
     assert caught.value.code == code
     assert caught.value.close_code is CloseCode.MALFORMED
+
+
+@pytest.mark.parametrize(("frame", "message", "code"), [
+    (text({"type": "hello"}), "'token' must be a non-empty string", "token_missing"),
+    (text({"type": "hello", "token": ""}), "'token' must be a non-empty string",
+     "token_missing"),
+    (text({"type": "hello", "token": 7}), "'token' must be a non-empty string",
+     "token_missing"),
+    (text({"type": "hello", "token": None}), "'token' must be a non-empty string",
+     "token_missing"),
+    (text({"type": "hello", "token": "t" * 4097}), "'token' must be at most 4096 characters",
+     "invalid_token"),
+    (text({"type": "hello", "agent": "firefox"}), "'token' must be a non-empty string",
+     "token_missing"),
+], ids=["no-token", "empty-token", "token-not-string", "token-null", "token-too-long",
+        "no-token-and-bad-agent"])
+def test_hello_without_a_usable_token_is_4401(frame: str, message: str, code: str) -> None:
+    """A missing or malformed token in hello is BadToken (4401), not a malformed message."""
+    with pytest.raises(BadToken) as caught:
+        parse(frame)
+    assert (caught.value.message, caught.value.code, caught.value.close_code) == (
+        message, code, CloseCode.UNAUTHORIZED)
+
+
+def test_a_token_of_4096_characters_is_accepted() -> None:
+    """The token limit is inclusive: 4,096 characters parse."""
+    parsed = parse(text({"type": "hello", "token": "t" * 4096}))
+    assert isinstance(parsed, Hello) and parsed.token == "t" * 4096
 
 
 @pytest.mark.parametrize(("obj", "expected"), [

@@ -59,20 +59,28 @@ def test_peek_does_not_spend() -> None:
     assert bucket.peek(5.0) == bucket.peek(5.0) == 1.0
 
 
-def test_keyed_limiter_allowed_does_not_spend_and_spend_does() -> None:
-    """allowed() can be asked any number of times; only spend() uses the key's budget."""
+def test_keyed_limiter_allowed_does_not_spend_and_take_does() -> None:
+    """allowed() can be asked any number of times; only take() uses the key's budget."""
     limiter = KeyedLimiter(rate=1.0, burst=2.0)
     assert all(limiter.allowed("a", 0.0) for _ in range(10))
-    limiter.spend("a", 0.0)
+    limiter.take("a", 0.0)
     assert limiter.allowed("a", 0.0)
-    limiter.spend("a", 0.0)
+    limiter.take("a", 0.0)
     assert not limiter.allowed("a", 0.0)
+
+
+def test_keyed_limiter_take_says_whether_there_was_budget() -> None:
+    """take() is True while the key has budget, then False, and True again once refilled."""
+    limiter = KeyedLimiter(rate=0.5, burst=2.0)
+    assert [limiter.take("a", 0.0) for _ in range(3)] == [True, True, False]
+    assert not limiter.take("a", 1.0)
+    assert limiter.take("a", 2.0)
 
 
 def test_keyed_limiter_keys_are_independent_and_refill() -> None:
     """One key's exhaustion does not touch another's; a key recovers at the rate."""
     limiter = KeyedLimiter(rate=0.5, burst=1.0)
-    limiter.spend("a", 0.0)
+    limiter.take("a", 0.0)
     assert not limiter.allowed("a", 0.0)
     assert limiter.allowed("b", 0.0)
     assert not limiter.allowed("a", 1.5)
@@ -82,8 +90,8 @@ def test_keyed_limiter_keys_are_independent_and_refill() -> None:
 def test_keyed_limiter_forgets_the_least_recently_used_key() -> None:
     """Past max_keys the key used longest ago is dropped; a recently used one is kept."""
     limiter = KeyedLimiter(rate=1.0, burst=1.0, max_keys=2)
-    limiter.spend("old", 0.0)
-    limiter.spend("kept", 0.0)
+    limiter.take("old", 0.0)
+    limiter.take("kept", 0.0)
     assert not limiter.allowed("kept", 0.0)  # also makes "kept" the most recent
     limiter.allowed("new", 0.0)  # evicts "old", whose refused budget is forgotten
     assert not limiter.allowed("kept", 0.0)
@@ -94,7 +102,7 @@ def test_keyed_limiter_memory_is_bounded() -> None:
     """However many addresses appear, at most max_keys buckets are held."""
     limiter = KeyedLimiter(rate=1.0, burst=1.0, max_keys=8)
     for i in range(1_000):
-        limiter.spend(f"198.51.100.{i}", 0.0)
+        limiter.take(f"198.51.100.{i}", 0.0)
     assert len(limiter._buckets) == 8
     assert list(limiter._buckets) == [f"198.51.100.{i}" for i in range(992, 1_000)]
 

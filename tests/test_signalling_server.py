@@ -17,14 +17,17 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from booking_gate.appkeys import SERVICE
 from booking_gate.config import GateConfig
 from booking_gate.model import Role
+from booking_gate.tokens import public_jwk
 from carecall.serve import build_app
 from signalling.appkeys import REPORTER
 from signalling.config import SignallingConfig
+from signalling.messages import MAX_MESSAGE_BYTES, TOO_BIG, rfc3339
 from tests.conftest import API_KEY, AUTH, GateClient, book_now
 
 WS = aiohttp.ClientWebSocketResponse
@@ -93,18 +96,61 @@ async def join(client: GateClient, token: str, **options: Any) -> tuple[WS, dict
     return ws, welcome
 
 
-async def refused(client: GateClient, first: str | dict[str, Any], *, path: str = "/ws",
-                  headers: dict[str, str] | None = None) -> tuple[int | None, list[str]]:
-    """Connect, send ``first`` (a hello or raw text), and return the close code and errors."""
+Frame = str | bytes | dict[str, Any]
+
+
+async def refusal(client: GateClient, first: Frame, *, path: str = "/ws",
+                  headers: dict[str, str] | None = None
+                  ) -> tuple[int | None, list[tuple[str, str]]]:
+    """Connect, send ``first`` (a hello, raw text or bytes), and return the close code and
+    the (code, message) of each error received."""
     ws = await client.ws_connect(path, headers=headers)
-    await (ws.send_str(first) if isinstance(first, str) else ws.send_json(first))
+    if isinstance(first, str):
+        await ws.send_str(first)
+    elif isinstance(first, bytes):
+        await ws.send_bytes(first)
+    else:
+        await ws.send_json(first)
     received = await read_until_closed(ws)
-    return ws.close_code, errors(received)
+    return ws.close_code, [(m["code"], m["message"]) for m in received
+                           if m.get("type") == "error"]
+
+
+async def refused(client: GateClient, first: Frame, *, path: str = "/ws",
+                  headers: dict[str, str] | None = None) -> tuple[int | None, list[str]]:
+    """Connect, send ``first``, and return the close code and the error codes."""
+    code, received = await refusal(client, first, path=path, headers=headers)
+    return code, [error_code for error_code, _ in received]
 
 
 def claims_of(token: str) -> dict[str, Any]:
     claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     return claims
+
+
+def gate_key(tmp_path: Path) -> Ed25519PrivateKey:
+    """The private key the service fixture's gate signs with (its var/signing_key.pem)."""
+    key = serialization.load_pem_private_key(
+        (tmp_path / "var" / "signing_key.pem").read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return key
+
+
+def resigned(token: str, key: Ed25519PrivateKey, *, kid: str | None = "same",
+             **changes: Any) -> str:
+    """``token``'s claims with ``changes``, signed by ``key`` under ``kid`` ("same": the
+    token's own kid; None: no kid at all)."""
+    if kid == "same":
+        kid = jwt.get_unverified_header(token)["kid"]
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode({**claims_of(token), **changes}, key, algorithm="EdDSA",
+                      headers=headers)
+
+
+def frame_of(size: int) -> str:
+    """An ``x-`` message of exactly ``size`` bytes of UTF-8."""
+    empty = json.dumps({"type": "x-big", "pad": ""})
+    return json.dumps({"type": "x-big", "pad": "a" * (size - len(empty))})
 
 
 # -- 1001 -------------------------------------------------------------------------------
@@ -172,12 +218,40 @@ async def test_1008_public_url_origin_is_accepted_and_look_alikes_are_not(
 
 
 async def test_1009_message_over_64_kib_closes_the_socket(service: GateClient) -> None:
-    """A 70 KiB text frame after welcome is refused with close 1009."""
+    """A 70 KiB text frame after welcome gets message_too_big, then close 1009."""
     room = await book_now(service)
     ws, _ = await join(service, room["client"])
     await ws.send_str(json.dumps({"type": "x-big", "pad": "a" * (70 * 1024)}))
-    await read_until_closed(ws)
+    received = await read_until_closed(ws)
     assert ws.close_code == 1009
+    assert [(m["type"], m["code"], m["message"]) for m in received] == [
+        ("error", "message_too_big", TOO_BIG)]
+
+
+async def test_1009_exactly_64_kib_is_allowed_and_one_byte_more_is_not(
+        service: GateClient) -> None:
+    """A frame of 65,536 bytes is handled (peer_absent); one of 65,537 is error + 1009."""
+    room = await book_now(service)
+    ws, _ = await join(service, room["client"])
+    exact = frame_of(MAX_MESSAGE_BYTES)
+    assert len(exact.encode()) == 65_536
+    await ws.send_str(exact)
+    reply = await receive_json(ws)
+    assert (reply["type"], reply["code"]) == ("error", "peer_absent")
+    assert not ws.closed
+    await ws.send_str(frame_of(MAX_MESSAGE_BYTES + 1))
+    received = await read_until_closed(ws)
+    assert ws.close_code == 1009
+    assert errors(received) == ["message_too_big"]
+    assert received[-1]["message"] == "a message may be at most 65536 bytes (64 KiB)"
+
+
+async def test_1009_oversized_hello(service: GateClient) -> None:
+    """A first frame over 64 KiB is refused like every other: error message, then 1009."""
+    room = await book_now(service)
+    big_hello = json.dumps({**hello(room["client"]), "pad": "a" * MAX_MESSAGE_BYTES})
+    code, received = await refusal(service, big_hello)
+    assert (code, received) == (1009, [("message_too_big", TOO_BIG)])
 
 
 # -- 4400 -------------------------------------------------------------------------------
@@ -206,6 +280,64 @@ async def test_4400_second_hello(service: GateClient) -> None:
 
 
 # -- 4401 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", [
+    pytest.param({"type": "hello"}, id="no-token"),
+    pytest.param({"type": "hello", "token": ""}, id="empty-token"),
+    pytest.param({"type": "hello", "token": None}, id="null-token"),
+    pytest.param({"type": "hello", "token": 12345}, id="number-token"),
+    pytest.param({"type": "hello", "token": ["a.b.c"]}, id="list-token"),
+])
+async def test_4401_token_missing(service: GateClient, first: dict[str, Any]) -> None:
+    """A hello without a usable token string is token_missing, 4401 (not 4400)."""
+    code, received = await refusal(service, first)
+    assert (code, received) == (4401, [("token_missing", "'token' must be a non-empty string")])
+
+
+async def test_4401_token_too_long(service: GateClient) -> None:
+    """A token over 4,096 characters is a malformed token: invalid_token, 4401."""
+    code, received = await refusal(service, hello("a" * 4097))
+    assert (code, received) == (4401, [
+        ("invalid_token", "'token' must be at most 4096 characters")])
+
+
+async def test_4400_other_malformed_hello_fields_stay_4400(service: GateClient) -> None:
+    """A hello with a token but a bad agent is still malformed_message, 4400."""
+    room = await book_now(service)
+    code, received = await refusal(service, {**hello(room["client"]), "agent": "curl"})
+    assert (code, received) == (4400, [
+        ("malformed_message", "'agent' must be one of browser, aiortc (got 'curl')")])
+
+
+async def test_4401_gate_signed_token_without_kid(service: GateClient,
+                                                  tmp_path: Path) -> None:
+    """Even signed by the gate's own key, a token whose header has no kid is refused."""
+    room = await book_now(service)
+    token = resigned(room["client"], gate_key(tmp_path), kid=None)
+    code, received = await refusal(service, hello(token))
+    assert (code, received) == (4401, [
+        ("invalid_token", "the join token names no signing key ('kid')")])
+
+
+async def test_4401_unknown_kid(service: GateClient, tmp_path: Path) -> None:
+    """A kid the gate does not publish is refused with 4401, whatever key signed it."""
+    room = await book_now(service)
+    stranger = Ed25519PrivateKey.generate()
+    for key, kid in ((gate_key(tmp_path), "no-such-key"),
+                     (stranger, public_jwk(stranger.public_key())["kid"])):
+        code, received = await refusal(service, hello(resigned(room["client"], key, kid=kid)))
+        assert (code, received) == (4401, [
+            ("invalid_token", "the join token is signed with an unknown key ('kid')")])
+
+
+async def test_4401_gate_kid_but_another_key(service: GateClient) -> None:
+    """A token naming the gate's kid but signed by another key fails its signature: 4401."""
+    room = await book_now(service)
+    forged = resigned(room["client"], Ed25519PrivateKey.generate())
+    code, received = await refusal(service, hello(forged))
+    assert (code, received) == (4401, [
+        ("invalid_token", "the join token is not valid (InvalidSignatureError)")])
 
 
 async def test_4401_garbage_token(service: GateClient) -> None:
@@ -326,6 +458,39 @@ async def test_4410_too_early_names_the_start_time(service: GateClient) -> None:
     assert starts_at.strftime("%Y-%m-%dT%H:%M:%SZ") in received[0]["message"]
 
 
+async def test_4410_too_early_also_names_the_opening_time(service: GateClient) -> None:
+    """The too_early message names both times the web page reads (starts at, opens at)."""
+    room = await book_now(service, "b-early", start_offset=2 * 3600)
+    code, received = await refusal(service, hello(room["professional"]))
+    starts_at = datetime.fromisoformat(room["booking"]["starts_at"])
+    opens_at = datetime.fromtimestamp(claims_of(room["professional"])["nbf"], UTC)
+    assert (code, received) == (4410, [(
+        "too_early", f"too early: the session starts at {rfc3339(starts_at)} and the room "
+                     f"opens at {rfc3339(opens_at)}")])
+
+
+async def test_4410_gate_signed_token_past_its_exp(service: GateClient,
+                                                   tmp_path: Path) -> None:
+    """A gate-signed token whose own exp has passed is session_over (4410), although the
+    booking's window is open and the token no longer matches it (not 4403)."""
+    room = await book_now(service)
+    now = int(time.time())
+    token = resigned(room["client"], gate_key(tmp_path), nbf=now - 7200, exp=now - 60)
+    code, received = await refusal(service, hello(token))
+    assert (code, received) == (4410, [("session_over", "this session is over")])
+
+
+async def test_4410_gate_signed_token_before_its_nbf(service: GateClient,
+                                                     tmp_path: Path) -> None:
+    """A gate-signed token whose own nbf is ahead is too_early (4410), naming that time."""
+    room = await book_now(service)
+    nbf = int(time.time()) + 3600
+    token = resigned(room["client"], gate_key(tmp_path), nbf=nbf, exp=nbf + 7200)
+    code, received = await refusal(service, hello(token))
+    opens = rfc3339(datetime.fromtimestamp(nbf, UTC))
+    assert (code, received) == (4410, [("too_early", f"too early: the room opens at {opens}")])
+
+
 async def test_4410_session_over(service: GateClient) -> None:
     """A booking that ended two hours ago is session_over, 4410."""
     room = await book_now(service, "b-past", start_offset=-3 * 3600, minutes=60)
@@ -354,17 +519,146 @@ async def test_4429_message_flood(service: GateClient,
     assert signalling_config.message_burst <= accepted < 1000
 
 
+RATE_LIMITED = ("rate_limited", "too many refused joins from this address; wait a minute")
+
+
 @configured(failed_admissions_burst=3.0, failed_admissions_per_minute=0.5)
 async def test_4429_after_too_many_refused_joins_from_one_address(
         service: GateClient) -> None:
-    """After the failed-admission burst, 127.0.0.1 gets 4429 even with a valid token."""
+    """After the failed-join burst, 127.0.0.1's bad tokens get 4429; a valid one gets in."""
     room = await book_now(service)
     for _ in range(3):
-        assert (await refused(service, hello("garbage")))[0] == 4401
-    ws = await service.ws_connect("/ws")
-    await ws.send_json(hello(room["client"]))
-    received = await read_until_closed(ws)
-    assert (ws.close_code, errors(received)) == (4429, ["rate_limited"])
+        assert await refusal(service, hello("garbage")) == (4401, [
+            ("invalid_token", "the join token is not valid (DecodeError)")])
+    assert await refusal(service, hello("garbage")) == (4429, [RATE_LIMITED])
+    ws, welcome = await join(service, room["client"])
+    assert welcome["role"] == "client"
+    await ws.close()
+
+
+GARBAGE: list[Frame] = [
+    "{not json", "[]", "null", '{"type":1}', '{"type":"hello"}', "\x00\x00\x00\x00",
+    b"\x00\x00\x00\x00",
+]
+OWN_CODES = {(4400, "malformed_message"), (4401, "token_missing")}
+
+
+@configured(rate_limited_delay=0.05)
+async def test_garbage_from_an_address_never_locks_out_its_genuine_parties(
+        service: GateClient) -> None:
+    """120 malformed joins from 127.0.0.1 (default budget: 20) do not stop both genuine
+    parties from that address being admitted, while its invalid tokens still get 4429."""
+    room = await book_now(service)
+    started = time.monotonic()
+    outcomes: list[tuple[int | None, list[str]]] = []
+    for batch in range(12):
+        outcomes += await asyncio.gather(*(
+            refused(service, GARBAGE[(batch * 10 + i) % len(GARBAGE)]) for i in range(10)))
+    elapsed = time.monotonic() - started
+    own = [o for o in outcomes if o[1] and (o[0], o[1][0]) in OWN_CODES]
+    limited = [o for o in outcomes if o == (4429, ["rate_limited"])]
+    refilled = int(elapsed * 10 / 60)  # the default refill: 10 a minute
+    print(f"120 garbage joins in {elapsed:.2f} s: {len(own)} own reason, "
+          f"{len(limited)} rate limited")
+    assert len(own) + len(limited) == 120, outcomes
+    assert 20 <= len(own) <= 20 + refilled
+
+    professional, welcome = await join(service, room["professional"])
+    assert welcome["role"] == "professional"
+    patient, welcome = await join(service, room["client"])
+    assert (welcome["role"], welcome["peer_present"]) == ("client", True)
+    assert (await receive_json(professional))["type"] == "peer-joined"
+
+    forged = resigned(room["client"], Ed25519PrivateKey.generate())
+    for bad in (hello("garbage"), hello(forged), {"type": "hello"}, "{not json"):
+        assert await refusal(service, bad) == (4429, [RATE_LIMITED])
+    await professional.close()
+    await patient.close()
+
+
+@configured(failed_admissions_burst=1.0, failed_admissions_per_minute=0.5,
+            rate_limited_delay=1.5)
+async def test_4429_is_slowed_down_and_genuine_tokens_are_not(service: GateClient) -> None:
+    """Past the budget, a bad token waits rate_limited_delay before 4429; a gate-signed
+    token from the same address gets its own answer (too_early, welcome) without delay."""
+    room = await book_now(service)
+    early = await book_now(service, "b-early", start_offset=2 * 3600)
+    assert (await refused(service, hello("garbage")))[0] == 4401
+
+    started = time.monotonic()
+    assert await refusal(service, hello("garbage")) == (4429, [RATE_LIMITED])
+    slowed = time.monotonic() - started
+
+    started = time.monotonic()
+    assert await refused(service, hello(early["client"])) == (4410, ["too_early"])
+    ws, _ = await join(service, room["client"])
+    prompt = time.monotonic() - started
+    print(f"over budget: 4429 after {slowed:.2f} s; genuine answers in {prompt:.3f} s")
+    assert 1.4 <= slowed < 10.0
+    assert prompt < 1.4
+    await ws.close()
+
+
+@configured(failed_admissions_burst=1.0, failed_admissions_per_minute=0.5)
+async def test_genuine_but_refused_tokens_keep_their_reason_past_the_budget(
+        service: GateClient) -> None:
+    """A cancelled booking's link from an address over its budget still hears 4403
+    booking_cancelled, not 4429: the token is the gate's, not a guess."""
+    room = await book_now(service)
+    assert (await refused(service, "{not json"))[0] == 4400
+    assert await refused(service, "{not json") == (4429, ["rate_limited"])
+    response = await service.post("/api/v1/bookings/b-1/cancel", headers=AUTH,
+                                  json={"by": "professional"})
+    assert response.status == 200, await response.text()
+    assert await refused(service, hello(room["client"])) == (4403, ["booking_cancelled"])
+
+
+# -- signing key rotation --------------------------------------------------------------
+
+
+async def test_a_retired_signing_key_is_published_and_still_admits(
+        tmp_path: Path, signalling_config: SignallingConfig) -> None:
+    """With a retired key configured, the JWKS lists both keys (signing key first), and
+    tokens signed by either are admitted and accepted by the in-call API."""
+    retired = Ed25519PrivateKey.generate()
+    retired_pem = tmp_path / "retired.pem"
+    retired_pem.write_bytes(retired.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    config = GateConfig(db_url=f"sqlite:///{tmp_path / 'gate.db'}", public_url="",
+                        api_key=API_KEY, var_dir=tmp_path / "var",
+                        retired_key_paths=(retired_pem,))
+    client: GateClient = TestClient(TestServer(build_app(config, signalling_config),
+                                               host="127.0.0.1"))
+    await client.start_server()
+    try:
+        room = await book_now(client)
+        retired_kid = public_jwk(retired.public_key())["kid"]
+        current_kid = jwt.get_unverified_header(room["professional"])["kid"]
+        jwks = await (await client.get("/.well-known/jwks.json")).json()
+        assert [key["kid"] for key in jwks["keys"]] == [current_kid, retired_kid]
+        assert jwks["keys"][1] == public_jwk(retired.public_key())
+
+        old_link = resigned(room["client"], retired, kid=retired_kid)
+        response = await client.get(f"/api/v1/rooms/{room['room_id']}/next-slots",
+                                    headers={"Authorization": f"Bearer {old_link}"})
+        assert response.status == 200, await response.text()
+        unknown = resigned(room["client"], retired, kid="retired-long-ago")
+        response = await client.get(f"/api/v1/rooms/{room['room_id']}/next-slots",
+                                    headers={"Authorization": f"Bearer {unknown}"})
+        assert response.status == 401, await response.text()
+        patient, welcome = await join(client, old_link)
+        assert welcome["role"] == "client"
+        professional, welcome = await join(client, room["professional"])
+        assert welcome["peer_present"] is True
+
+        # A retired kid over a signature of another key is still a forgery.
+        mixed = resigned(room["client"], gate_key(tmp_path), kid=retired_kid)
+        assert await refused(client, hello(mixed)) == (4401, ["invalid_token"])
+        await patient.close()
+        await professional.close()
+    finally:
+        await client.close()
 
 
 # -- relaying and presence --------------------------------------------------------------

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from signalling.errors import BadToken, CloseCode
 from signalling.room import Role
-from signalling.tokens import AUDIENCE, ISSUER, Claims, verify
+from signalling.tokens import AUDIENCE, ISSUER, Claims, key_id, verify
 
 KEY = Ed25519PrivateKey.generate()
 PUBLIC = KEY.public_key()
@@ -101,3 +101,31 @@ def test_bad_tokens_are_refused(token: str, message: str) -> None:
     assert caught.value.message == message
     assert caught.value.code == "invalid_token"
     assert caught.value.close_code is CloseCode.UNAUTHORIZED
+
+
+def with_header(header: dict[str, Any]) -> str:
+    """A token with this header, built by hand (PyJWT will not write a non-string kid)."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(CLAIMS).encode())}"
+    return f"{signing_input}.{b64url(KEY.sign(signing_input.encode()))}"
+
+
+def test_key_id_reads_the_kid_without_trusting_the_token() -> None:
+    """key_id returns the header's kid, for a token of any key (it only picks the key)."""
+    token = jwt.encode(CLAIMS, OTHER_KEY, algorithm="EdDSA", headers={"kid": "k-2026"})
+    assert key_id(token) == "k-2026"
+
+
+@pytest.mark.parametrize(("token", "message"), [
+    (sign(CLAIMS), "the join token names no signing key ('kid')"),
+    (jwt.encode(CLAIMS, KEY, algorithm="EdDSA", headers={"kid": ""}),
+     "the join token names no signing key ('kid')"),
+    (with_header({"alg": "EdDSA", "kid": 7}), "the join token is not valid (InvalidTokenError)"),
+    ("not-a-jwt", "the join token is not valid (DecodeError)"),
+    ("", "the join token is not valid (DecodeError)"),
+], ids=["no-kid", "empty-kid", "kid-not-a-string", "garbage", "empty"])
+def test_key_id_refuses_tokens_that_name_no_key(token: str, message: str) -> None:
+    """No kid, an empty or non-string one, or no JWT at all: BadToken (4401)."""
+    with pytest.raises(BadToken) as caught:
+        key_id(token)
+    assert (caught.value.message, caught.value.code, caught.value.close_code) == (
+        message, "invalid_token", CloseCode.UNAUTHORIZED)
