@@ -74,11 +74,6 @@ def _shown(url: URL) -> str:
     return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
-def display_url(url: str) -> str:
-    """A database URL fit for a message: the form the operator wrote, no password."""
-    return _shown(_parse(async_url(url)))
-
-
 def sqlite_path(url: str) -> Path | None:
     """The database file of an ``sqlite:///PATH`` URL; None for PostgreSQL and ``:memory:``."""
     full = async_url(url)
