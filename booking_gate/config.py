@@ -66,7 +66,10 @@ def load_or_create_secret(path: Path) -> bytes:
                 os.link(temp, path)
         finally:
             temp.unlink()
-    secret = bytes.fromhex(path.read_text().strip())
+    try:
+        secret = bytes.fromhex(path.read_text().strip())
+    except ValueError:  # not hex, or not even text
+        secret = b""
     if len(secret) < 32:
         raise ValueError(f"{path} must hold at least 32 bytes, hex-encoded")
     return secret

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -12,15 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from booking_gate.config import (
     DEFAULT_VAR_DIR,
     GateConfig,
+    load_or_create_secret,
     retired_keys_from_env,
     windows_from_env,
 )
-from booking_gate.db.engine import async_url
+from booking_gate.db.engine import async_url, check_sqlite_folder, sqlite_path
+from booking_gate.tokens import load_or_create_key
+from carecall import vardir
 from carecall.serve import run
 from peer import cli as peer_cli
+from signalling.app import load_resume_secret
 from signalling.config import SignallingConfig
 from signalling.ice import IceConfig, split_urls
 
@@ -39,18 +46,50 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an unknown option gets this subcommand's usage, not the
+    top level's (argparse would hand the leftovers up to ``carecall`` itself)."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0-65535 (argparse applies this to the CARECALL_PORT default too)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"a port is a whole number from 0 to 65535 (got {text!r}; --port or CARECALL_PORT)")
+    return int(text)
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(LOG_LEVELS)} (got {text!r}; --log-level or "
+            f"CARECALL_LOG_LEVEL)")
+    return text.upper()
+
+
 def _add_common(parser: argparse.ArgumentParser, *, default_port: int) -> None:
     parser.add_argument("--host", default=_env("CARECALL_HOST", "127.0.0.1"),
                         help="address to listen on (env CARECALL_HOST; default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(_env("CARECALL_PORT",
-                                                             str(default_port)) or default_port),
-                        help=f"port to listen on; 0 picks a free one (env CARECALL_PORT; "
-                             f"default {default_port})")
+    parser.add_argument("--port", type=_port,
+                        default=_env("CARECALL_PORT", str(default_port)),
+                        help=f"port to listen on, 0-65535; 0 picks a free one "
+                             f"(env CARECALL_PORT; default {default_port})")
     parser.add_argument("--public-url", default=_env("CARECALL_PUBLIC_URL"),
                         help="the URL people reach this service at, used in join links "
                              "(env CARECALL_PUBLIC_URL; default http://HOST:PORT)")
-    parser.add_argument("--log-level", default=_env("CARECALL_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    parser.add_argument("--log-level", type=_log_level,
+                        default=_env("CARECALL_LOG_LEVEL", "INFO"), choices=LOG_LEVELS,
                         help="log verbosity on stderr (default INFO)")
 
 
@@ -63,14 +102,16 @@ def _add_gate_options(parser: argparse.ArgumentParser) -> None:
                              "default: generated once and kept in var/api_key)")
     parser.add_argument("--var-dir", type=Path,
                         default=Path(_env("CARECALL_VAR_DIR", str(DEFAULT_VAR_DIR)) or "var"),
-                        help="where the SQLite file, signing key and API key live "
+                        help="where the SQLite file, signing key and API key live; one "
+                             "process at a time, created mode 0700 "
                              "(env CARECALL_VAR_DIR; default ./var)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carecall", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_SubcommandParser)
 
     serve = sub.add_parser(
         "serve", help="run everything on one port (gate API, signalling, web client)",
@@ -83,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="redis://HOST:PORT to share rooms between nodes "
                             "(env CARECALL_REDIS_URL; default: rooms in this process)")
     serve.add_argument("--demo", action="store_true",
-                       help="create a demo professional, client and a booking starting now, "
-                            "and print their two join links")
+                       help="create a demo professional, client and a booking starting now "
+                            "(or reuse the demo booking still running from an earlier start), "
+                            "and print its two join links and its booking id")
 
     gate = sub.add_parser(
         "gate", help="run the booking gate alone (scale-out)",
@@ -105,12 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _api_key(given: str | None, var_dir: Path) -> str:
+    """The given key, or the one kept in ``var_dir/api_key`` (generated on first start)."""
     if given:
         return given
     path = var_dir / "api_key"
     if path.exists():
-        return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            key = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise vardir.StateError(f"cannot read the API key {path}: "
+                                    f"{getattr(error, 'strerror', None) or error}") from None
+        if not key:
+            raise vardir.StateError(f"{path} is empty: delete it to have a new API key "
+                                    f"generated, or give one with --api-key")
+        return key
     key = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -119,17 +169,51 @@ def _api_key(given: str | None, var_dir: Path) -> str:
     return key
 
 
+def _load_keys(config: GateConfig, *, serve: bool) -> None:
+    """Read (or create) the var dir's keys now: a bad file is one line, not a traceback."""
+    path = config.key_path
+    try:
+        load_or_create_key(path)
+    except OSError as error:
+        raise vardir.StateError(f"cannot read the signing key {path}: {error.strerror}"
+                                ) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise vardir.StateError(f"{path} does not hold an unencrypted Ed25519 private key "
+                                f"in PEM form (see CARECALL_SIGNING_KEY)") from None
+    try:
+        load_or_create_secret(config.calendar_secret_path)
+    except OSError as error:
+        raise vardir.StateError(f"cannot read {config.calendar_secret_path}: "
+                                f"{error.strerror}") from None
+    except ValueError as error:
+        raise vardir.StateError(str(error)) from None
+    if serve:
+        try:
+            load_resume_secret(config.var_dir)
+        except OSError as error:
+            raise vardir.StateError(f"cannot read {config.var_dir / 'resume_secret'}: "
+                                    f"{error.strerror}") from None
+
+
 def gate_config(args: argparse.Namespace) -> GateConfig:
+    """The gate's configuration from flags and environment; writes nothing.
+
+    Raises ValueError (``DatabaseUrlError`` among them) for a setting that cannot work.
+    """
     join_early, overrun = windows_from_env()
-    smtp = _smtp_from_env()  # refused, like the windows, before anything is written
+    smtp = _smtp_from_env()
     var_dir: Path = args.var_dir
     db_url = args.db or f"sqlite:///{var_dir / 'carecall.db'}"
-    async_url(db_url)  # a bad --db is refused before anything is written to var/
+    async_url(db_url)
+    database = sqlite_path(db_url)
+    # The var dir itself is created at start; any other folder must already exist.
+    if database is not None and database.parent.resolve() != var_dir.resolve():
+        check_sqlite_folder(db_url)
     signing = _env("CARECALL_SIGNING_KEY")
     return GateConfig(
         db_url=db_url,
         public_url=(args.public_url or "").rstrip("/"),
-        api_key=_api_key(args.api_key, var_dir),
+        api_key=args.api_key or None,
         var_dir=var_dir,
         signing_key_path=Path(signing) if signing else None,
         retired_key_paths=retired_keys_from_env(),
@@ -168,6 +252,11 @@ def signalling_config(args: argparse.Namespace) -> SignallingConfig:
     )
 
 
+def _fail(message: str, status: int) -> int:
+    print(f"carecall: {message}", file=sys.stderr, flush=True)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -176,12 +265,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return peer_cli.main(args)
     try:
         config = gate_config(args)
-    except ValueError as error:
-        print(f"carecall: {error}", file=sys.stderr)
-        return 2
-    try:
         signalling = signalling_config(args) if args.command == "serve" else None
-        return asyncio.run(run(config, args.host, args.port, signalling=signalling,
-                               demo=getattr(args, "demo", False)))
+    except ValueError as error:  # refused before anything is written
+        return _fail(str(error), 2)
+    try:
+        with vardir.claim(config.var_dir, sqlite_path(config.db_url)):
+            config = dataclasses.replace(config, api_key=_api_key(args.api_key, config.var_dir))
+            _load_keys(config, serve=signalling is not None)
+            return asyncio.run(run(config, args.host, args.port, signalling=signalling,
+                                   demo=getattr(args, "demo", False)))
+    except vardir.StateError as error:
+        return _fail(str(error), 1)
     except KeyboardInterrupt:
         return 130

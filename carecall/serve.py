@@ -1,4 +1,8 @@
-"""Running the service: bind, print the ready line, and stop cleanly on SIGTERM."""
+"""Running the service: bind, start, print the ready line, and stop cleanly on SIGTERM.
+
+Every start-up failure (port taken, database unreachable, demo impossible) is one line
+on stderr, ``carecall: ...``, and a non-zero exit status, before the ready line.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from booking_gate.app import setup_gate
 from booking_gate.appkeys import SERVICE
 from booking_gate.config import GateConfig
-from booking_gate.db.engine import DatabaseUrlError
-from booking_gate.demo import create_demo_booking
+from booking_gate.db.engine import DatabaseError
+from booking_gate.demo import DemoBooking, create_demo_booking
+from booking_gate.errors import GateError
 from booking_gate.service import Clock, utc_now
 from carecall.wiring import InProcessGate
 from signalling.app import setup_signalling
@@ -50,14 +55,18 @@ def build_app(config: GateConfig, signalling: SignallingConfig | None = None, *,
     return app
 
 
+def _fail(message: str) -> int:
+    print(f"carecall: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
 async def run(config: GateConfig, host: str, port: int, *,
               signalling: SignallingConfig | None = None, demo: bool = False) -> int:
     """Serve the gate, and signalling beside it when ``signalling`` is given."""
     try:
         sock = bind(host, port)
     except OSError as error:
-        print(f"carecall: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
-        return 2
+        return _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
     bound = sock.getsockname()[1]
     origin = f"http://{host}:{bound}"
     if not config.public_url:
@@ -71,15 +80,23 @@ async def run(config: GateConfig, host: str, port: int, *,
     try:
         try:
             await runner.setup()
-        except DatabaseUrlError as error:
-            print(f"carecall: {error}", file=sys.stderr)
-            return 2
+        except DatabaseError as error:
+            return _fail(str(error))
+        except OSError as error:  # a file the gate or signalling needs, unreadable
+            logger.debug("start-up failed", exc_info=True)
+            return _fail(f"cannot start: {error}")
+        booking: DemoBooking | None = None
+        if demo:
+            try:
+                booking = await create_demo_booking(app[SERVICE])
+            except GateError as error:
+                return _fail(f"--demo: {error.message}")
         await web.SockSite(runner, sock).start()
         print(f"carecall listening on {origin}", flush=True)
-        if demo:
-            links = await create_demo_booking(app[SERVICE])
-            print(f"professional: {links['professional']}", flush=True)
-            print(f"client: {links['client']}", flush=True)
+        if booking is not None:
+            print(f"professional: {booking.professional}", flush=True)
+            print(f"client: {booking.client}", flush=True)
+            print(f"booking: {booking.booking_id}", flush=True)
         await stop.wait()
         logger.info("shutting down")
         return 0

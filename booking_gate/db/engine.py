@@ -2,38 +2,94 @@
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` so an
 acknowledged write survives a power cut, and every transaction starts with
-``BEGIN IMMEDIATE`` so writers queue instead of failing half-way.
+``BEGIN IMMEDIATE`` so writers queue instead of failing half-way. Its folder must
+exist: a mistyped path is refused, not created.
+
+Errors: ``DatabaseUrlError`` for a URL that cannot work (bad form, missing folder),
+``DatabaseUnavailable`` for a database that cannot be opened or migrated now
+(unreachable, refusing the login, missing); both carry one line for the operator,
+never a password.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 logger = logging.getLogger(__name__)
 
+# How long a PostgreSQL connection attempt may take (asyncpg's default is 60 s).
+CONNECT_TIMEOUT = 10.0
 
-class DatabaseUrlError(ValueError):
+
+class DatabaseError(Exception):
+    """A database that cannot be used; the message is one line for the operator."""
+
+
+class DatabaseUrlError(DatabaseError, ValueError):
     pass
+
+
+class DatabaseUnavailable(DatabaseError):
+    pass
+
+
+def _parse(full: str) -> URL:
+    try:
+        return make_url(full)
+    except ValueError:  # e.g. a port that is not a number
+        raise DatabaseUrlError(
+            "the database URL must look like sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        ) from None
 
 
 def async_url(url: str) -> str:
     """Map the contract's ``sqlite:///PATH`` / ``postgresql://...`` to async drivers."""
     if url.startswith("sqlite:///"):
+        if url == "sqlite:///":
+            raise DatabaseUrlError("sqlite:/// needs the path of the database file")
         return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
     for prefix in ("postgresql://", "postgres://", "postgresql+asyncpg://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+            full = "postgresql+asyncpg://" + url.removeprefix(prefix)
+            _parse(full)
+            return full
     raise DatabaseUrlError(
         "the database URL must look like sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
     )
+
+
+def _shown(url: URL) -> str:
+    """``url`` in the contract's form, with any password replaced by ``***``."""
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an ``sqlite:///PATH`` URL; None for PostgreSQL and ``:memory:``."""
+    full = async_url(url)
+    if not full.startswith("sqlite"):
+        return None
+    database = _parse(full).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def check_sqlite_folder(url: str) -> None:
+    """Refuse an SQLite path whose folder does not exist (a typo must not grow a tree)."""
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise DatabaseUrlError(f"the folder of the SQLite database {path} does not exist")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -53,14 +109,13 @@ def _sqlite_on_begin(conn: Connection) -> None:
 def create_engine(url: str) -> AsyncEngine:
     full = async_url(url)
     if full.startswith("sqlite"):
-        database = make_url(full).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_folder(url)
         engine = create_async_engine(full, pool_size=8, max_overflow=0, pool_timeout=60)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         return engine
-    return create_async_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                               connect_args={"timeout": CONNECT_TIMEOUT})
 
 
 def _alembic_config(connection: Connection) -> Config:
@@ -74,8 +129,33 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(_alembic_config(connection), "head")
 
 
+def _reason(error: BaseException) -> str:
+    """What went wrong, in one line and without the driver's decoration."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        # The driver's own message (asyncpg's 'database "x" does not exist', sqlite3's
+        # 'unable to open database file'), not SQLAlchemy's multi-line wrapping.
+        text = str(error.orig.__cause__ or error.orig)
+    elif isinstance(error, socket.gaierror):
+        text = f"cannot resolve the host ({error.strerror})"
+    elif isinstance(error, OSError) and error.errno is not None:
+        text = os.strerror(error.errno).lower()
+    elif isinstance(error, TimeoutError):
+        text = f"no answer within {CONNECT_TIMEOUT:g} s"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+    """Bring the schema to the newest revision (idempotent).
+
+    Raises ``DatabaseUnavailable`` when the database cannot be reached, refuses the
+    login, does not exist or cannot be written.
+    """
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+    except (DBAPIError, OSError) as error:  # OSError includes TimeoutError
+        raise DatabaseUnavailable(f"cannot open the database {_shown(engine.url)}: "
+                                  f"{_reason(error)}") from error
     logger.info("database schema is up to date")
