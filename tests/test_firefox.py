@@ -93,9 +93,14 @@ class Firefox:
         code: str = event["code"]
         return code
 
-    async def stop(self) -> list[str]:
-        """Close Firefox; the page's console errors and uncaught exceptions."""
-        await self.send("stop")
+    async def stop(self, *, by_closing_stdin: bool = False) -> list[str]:
+        """Close Firefox ("stop", or stdin closing); the page's console errors and uncaught
+        exceptions. The driver must exit 0 and take Firefox with it."""
+        if by_closing_stdin:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        else:
+            await self.send("stop")
         closed = await self.event("closed", EXIT_TIMEOUT)
         async with asyncio.timeout(EXIT_TIMEOUT):
             assert await self.proc.wait() == 0
@@ -268,7 +273,7 @@ async def test_firefox_and_the_headless_peer_connect_with_the_same_code(
         assert stats.verification_code == ff_code
         await peer.wait_for(lambda: stats.frames_received >= 10, 10,
                             "Firefox's video at the peer")
-        ff_errors = await ff.stop()
+        ff_errors = await ff.stop(by_closing_stdin=True)
         await peer.leave()
     assert ff_errors == []
 

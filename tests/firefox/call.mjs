@@ -15,8 +15,8 @@
 // - stdin, later lines: "reload" reloads the page and reports the same events again
 //   (without "joined": a reload rejoins by itself); "stop", or stdin closing, closes
 //   Firefox and exits.
-// Every wait is bounded: the call must be up within timeoutMs, and with no "stop" the
-// page stays open at most IDLE_MS.
+// Every wait is bounded: the call must be up within timeoutMs, stdin closing ends any
+// wait, and with no "stop" the page stays open at most IDLE_MS.
 
 import { createInterface } from "node:readline";
 import puppeteer from "puppeteer-core";
@@ -28,6 +28,12 @@ const CLOSE_MS = 10_000;
 function emit(event, fields = {}) {
   process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
 }
+
+// Resolved when stdin closes: whoever started us has gone, so every wait ends at once.
+const stdinClosed = {};
+stdinClosed.promise = new Promise((resolve) => { stdinClosed.resolve = resolve; });
+const stdinGone = stdinClosed.promise.then(() => { throw new Error("stdin closed"); });
+stdinGone.catch(() => {});  // handled: only the waits still running care
 
 /** Lines of stdin, one at a time; null once it is closed. */
 function lineReader() {
@@ -45,6 +51,7 @@ function lineReader() {
   });
   input.on("close", () => {
     closed = true;
+    stdinClosed.resolve();
     for (const waiter of waiting.splice(0)) {
       waiter(null);
     }
@@ -73,7 +80,10 @@ const text = (testid) => `document.querySelector('[data-testid=${testid}]').text
 /** page.waitForFunction, failing with what was awaited and what the page shows. */
 async function waitFor(page, what, expression, timeoutMs) {
   try {
-    await page.waitForFunction(expression, { timeout: timeoutMs, polling: 100 });
+    await Promise.race([
+      page.waitForFunction(expression, { timeout: timeoutMs, polling: 100 }),
+      stdinGone,
+    ]);
   } catch (error) {
     const shown = await page.evaluate(`[${text("status")}, ${text("verification-code")}]`)
       .catch(() => ["?", "?"]);
