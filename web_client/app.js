@@ -65,6 +65,7 @@ const state = {
   verifier: null,
   code: null,
   verifyFailed: false,
+  verifyProblem: null,  // why there is no code, when one cannot be computed
   mediaReported: null,
   restartTimer: null,
   endTimer: null,
@@ -140,6 +141,7 @@ function render() {
     : "Waiting for the other person…";
   els.code.textContent = state.code ?? (state.verifyFailed ? "not verified" : "······");
   els.code.classList.toggle("failed", state.code === null && state.verifyFailed);
+  els.code.title = state.code === null && state.verifyFailed ? (state.verifyProblem ?? "") : "";
   els.mute.textContent = media.microphoneOn ? "Mute" : "Unmute";
   els.mute.setAttribute("aria-pressed", String(!media.microphoneOn));
   els.mute.setAttribute("aria-label", media.microphoneOn ? "Mute your microphone"
@@ -423,6 +425,7 @@ function newCall({ offer }) {
   state.verifier = new Verifier(state.role);
   state.code = null;
   state.verifyFailed = false;
+  state.verifyProblem = null;
   state.remoteStream = new MediaStream();
   els.remoteVideo.srcObject = state.remoteStream;
   call.addLocalTracks(media.stream, { offerer: offer });
@@ -444,6 +447,7 @@ function closeCall() {
   state.verifier = null;
   state.code = null;
   state.verifyFailed = false;
+  state.verifyProblem = null;
   state.remoteStream = null;
   els.remoteVideo.srcObject = null;
   show(els.sound, false);
@@ -543,6 +547,7 @@ async function onCommit(message) {
       throw error;
     }
     state.verifyFailed = true;
+    state.verifyProblem = error.message;
     return;
   }
   await maybeReveal();
@@ -559,25 +564,50 @@ async function onReveal(message) {
       throw error;
     }
     state.verifyFailed = state.code === null;
+    state.verifyProblem = error.message;
     return;
   }
   await updateCode();
 }
 
+const FINGERPRINT_TRIES = 20;  // the certificates show in the stats soon after DTLS is up
+const FINGERPRINT_RETRY_MS = 100;
+
+/** The code once both nonces are known; "not verified" when it cannot be computed. */
 async function updateCode() {
   const { verifier, call } = state;
   if (verifier === null || call === null || verifier.theirNonce === null) {
     return;
   }
-  let prints = await dtlsFingerprints(call.pc);
-  for (let tries = 0; prints === null && tries < 20; tries += 1) {
-    await new Promise((resolve) => { setTimeout(resolve, 100); });
+  let prints = null;
+  let problem = null;
+  try {
     prints = await dtlsFingerprints(call.pc);
+    for (let tries = 1; prints === null && tries < FINGERPRINT_TRIES; tries += 1) {
+      await new Promise((resolve) => { setTimeout(resolve, FINGERPRINT_RETRY_MS); });
+      if (verifier !== state.verifier) {
+        return;  // a new connection, a new run
+      }
+      prints = await dtlsFingerprints(call.pc);
+    }
+  } catch (error) {
+    if (!(error instanceof VerificationError)) {
+      throw error;
+    }
+    problem = error.message;
   }
-  if (prints !== null && verifier === state.verifier) {
-    state.code = await verifier.code(...prints);
-    state.verifyFailed = false;
+  if (verifier !== state.verifier) {
+    return;
   }
+  if (prints === null) {
+    state.verifyFailed = true;
+    state.verifyProblem = problem ?? "the DTLS certificates of the connection are not known";
+    console.warn(`carecall: no verification code: ${state.verifyProblem}`);
+    return;
+  }
+  state.code = await verifier.code(...prints);
+  state.verifyFailed = false;
+  state.verifyProblem = null;
 }
 
 // -- the end of the booked time -------------------------------------------------------------

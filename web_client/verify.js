@@ -151,11 +151,55 @@ async function sha256Fingerprint(certificate) {
   return normaliseFingerprint(toHex(await sha256(der)));
 }
 
+const FINGERPRINT_LINE = /^a=fingerprint:(\S+)[ \t]+(\S+)[ \t]*$/gim;
+
+/** Every `a=fingerprint` line of an SDP, session- and media-level: [{algorithm, value}]. */
+export function sdpFingerprintLines(sdp) {
+  return Array.from(String(sdp ?? "").matchAll(FINGERPRINT_LINE),
+    (match) => ({ algorithm: match[1].toLowerCase(), value: match[2] }));
+}
+
 /**
- * (local, remote) SHA-256 fingerprints of the DTLS certificates in use, from getStats():
- * the connected transport's localCertificateId / remoteCertificateId. Null until known.
+ * The SHA-256 fingerprint an SDP (RFC 8122) declares for its DTLS certificate.
+ *
+ * `whose` is "ours" for our own negotiated description: the browser wrote it about its
+ * own certificate, so its SHA-256 line is the truth whatever other lines it has. For the
+ * other side's ("theirs") every line must be SHA-256 and name one certificate: the browser
+ * checks the certificate presented in the handshake against lines of its own choosing
+ * (RFC 8122 section 5 has it pick the hash function it prefers; some accept any line), so
+ * beside a SHA-384 or SHA-512 line a SHA-256 one may be decoration that a relay wrote to
+ * make the codes match. aiortc's descriptions carry all three; Chromium's and Firefox's
+ * SHA-256 only.
+ * Throws a VerificationError saying why no fingerprint can be taken.
  */
-export async function dtlsFingerprints(pc) {
+export function descriptionFingerprint(sdp, whose) {
+  const side = whose === "ours" ? "our" : "the other side's";
+  const lines = sdpFingerprintLines(sdp);
+  if (lines.length === 0) {
+    throw new VerificationError(`${side} negotiated description has no DTLS fingerprint`);
+  }
+  const others = [...new Set(lines.filter((l) => l.algorithm !== "sha-256")
+    .map((l) => l.algorithm))];
+  if (whose !== "ours" && others.length > 0) {
+    throw new VerificationError(`${side} description has a ${others.join(", ")} `
+      + "fingerprint: the code needs SHA-256 and cannot be computed from the description");
+  }
+  const values = new Set();
+  for (const line of lines.filter((l) => l.algorithm === "sha-256")) {
+    values.add(normaliseFingerprint(line.value));
+  }
+  if (values.size === 0) {
+    throw new VerificationError(`${side} description has no SHA-256 fingerprint (only `
+      + `${others.join(", ")}): the code cannot be computed from the description`);
+  }
+  if (values.size > 1) {
+    throw new VerificationError(`${side} description names more than one certificate`);
+  }
+  return [...values][0];
+}
+
+/** (local, remote) from the certificate stats (Chromium): null when the stats lack them. */
+async function statsFingerprints(pc) {
   const stats = await pc.getStats();
   for (const report of stats.values()) {
     if (report.type !== "transport" || report.dtlsState !== "connected"
@@ -169,4 +213,48 @@ export async function dtlsFingerprints(pc) {
     }
   }
   return null;
+}
+
+/** The connected RTCDtlsTransport; `undefined` when the browser exposes none. */
+function connectedTransport(pc) {
+  let exposed = false;
+  for (const transceiver of pc.getTransceivers()) {
+    const transport = transceiver.sender?.transport;
+    if (transport) {
+      exposed = true;
+      if (transport.state === "connected") {
+        return transport;
+      }
+    }
+  }
+  return exposed ? null : undefined;
+}
+
+/**
+ * (local, remote) SHA-256 fingerprints of the DTLS certificates in use, from the first
+ * source the browser offers:
+ * 1. getStats(): the connected transport's localCertificateId / remoteCertificateId
+ *    (Chromium);
+ * 2. the certificate the other side presented, RTCDtlsTransport.getRemoteCertificates(),
+ *    and ours from our negotiated description (Firefox: its stats carry no certificates);
+ * 3. both negotiated descriptions (currentLocalDescription / currentRemoteDescription),
+ *    under the rules of descriptionFingerprint().
+ * Null until DTLS is connected; throws a VerificationError when the code cannot be had.
+ */
+export async function dtlsFingerprints(pc) {
+  const fromStats = await statsFingerprints(pc);
+  if (fromStats !== null) {
+    return fromStats;
+  }
+  const transport = connectedTransport(pc);
+  if (transport === null || (transport === undefined && pc.connectionState !== "connected")
+      || !pc.currentLocalDescription || !pc.currentRemoteDescription) {
+    return null;
+  }
+  const local = descriptionFingerprint(pc.currentLocalDescription.sdp, "ours");
+  if (typeof transport?.getRemoteCertificates === "function") {
+    const [der] = transport.getRemoteCertificates();
+    return der ? [local, normaliseFingerprint(toHex(await sha256(der)))] : null;
+  }
+  return [local, descriptionFingerprint(pc.currentRemoteDescription.sdp, "theirs")];
 }
