@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of the booking gate's REST API (CONTRACT.md section 3).
+"""The OpenAPI 3.1 description of the booking gate's REST API (docs/contract.md section 3).
 
 The document mirrors what ``service`` and ``validation`` accept and return: the same field
 names, bounds and enums, and ``additionalProperties: false`` on every request body because

@@ -108,7 +108,7 @@ class AttendanceRecord:
     media_connected: bool
 
     def to_json(self) -> dict[str, Any]:
-        """The attendance record exactly as CONTRACT.md section 3 shapes it."""
+        """The attendance record exactly as docs/contract.md section 3 shapes it."""
         return {
             "booking_id": self.booking_id,
             "status": self.status.value,

@@ -1,4 +1,4 @@
-"""Join tokens: EdDSA (Ed25519) JWTs issued by the gate (CONTRACT.md section 2).
+"""Join tokens: EdDSA (Ed25519) JWTs issued by the gate (docs/contract.md section 2).
 
 The signing key is generated on first start and kept as a PEM file (mode 0600), or
 read from ``CARECALL_SIGNING_KEY``. Only the public half leaves the gate, as a JWKS.

@@ -1,6 +1,6 @@
 """Admission: may this token enter its room now? The gate's word at every join.
 
-Two steps, in this order (CONTRACT.md section 4):
+Two steps, in this order (docs/contract.md section 4):
 
 1. ``verify``: the key its ``kid`` names, then the signature, algorithm, ``iss``, ``aud``
    and claims (4401). Only after this is the token known to come from the gate; the

@@ -4,7 +4,7 @@ Order of a join: Origin allow-list (1008), ``hello`` within the time limit (4408
 1009), the token's key, signature and claims (4401), then admission (4403/4404/4410)
 and ``welcome``.
 
-Per-address limits slow down and refuse failed attempts only (CONTRACT.md section 4):
+Per-address limits slow down and refuse failed attempts only (docs/contract.md section 4):
 an address has a budget of joins that fail before their token is shown to be the
 gate's (malformed or late hello, missing, malformed or forged token). Once it is
 spent, such joins wait ``rate_limited_delay`` and get 4429 instead of their reason. A

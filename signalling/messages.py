@@ -1,4 +1,4 @@
-"""The ``/ws`` wire protocol (CONTRACT.md section 4): parsing and building messages.
+"""The ``/ws`` wire protocol (docs/contract.md section 4): parsing and building messages.
 
 Pure: text in, typed messages out, or ``ProtocolError`` with an exact message. Peers
 (``peer/``) import the same definitions, and the browser mirrors the names.
@@ -99,7 +99,7 @@ def parse(text: str | bytes) -> ClientMessage:
     if kind == "hello":
         token, agent = obj.get("token"), obj.get("agent", "browser")
         can_rollback, resume = obj.get("can_rollback", agent == "browser"), obj.get("resume")
-        # A missing or malformed token is 4401 (CONTRACT.md section 4), not 4400.
+        # A missing or malformed token is 4401 (docs/contract.md section 4), not 4400.
         if not isinstance(token, str) or not token:
             raise BadToken("'token' must be a non-empty string", "token_missing")
         if len(token) > MAX_TOKEN_CHARS:

@@ -1,4 +1,4 @@
-"""Join token verification with the gate's public keys (CONTRACT.md section 2). Pure.
+"""Join token verification with the gate's public keys (docs/contract.md section 2). Pure.
 
 The header's ``kid`` names the key (``key_id``): the caller looks it up among the keys
 the gate publishes (two during a rotation) and verifies with that one; a token without

@@ -25,8 +25,10 @@ FOREIGN_FLAGS = {
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 ENV = re.compile(r"\bCARECALL_[A-Z0-9_]*[A-Z0-9]\b")
-# Not the ready line ("carecall listening on http://...") that the docs quote.
-COMMAND = re.compile(r"(?<![\w/.-])carecall\s+(?!listening on )([a-z][a-z-]*)")
+# A command starts a line or follows a shell separator, maybe after variables and a path
+# (`.venv/bin/carecall serve`, `X=1 carecall peer`); not the ready line the docs quote.
+COMMAND = re.compile(r"(?:^|[;&|($`]\s*)(?:\w+=\S*\s+)*(?:[\w.~-]*/)*carecall\s+"
+                     r"(?!listening on )([a-z][a-z-]*)")
 
 
 def subcommands() -> dict[str, set[str]]:
@@ -106,11 +108,13 @@ def test_every_environment_variable_the_code_reads_is_in_the_readme() -> None:
 
 def test_the_checks_see_a_wrong_flag_and_a_wrong_command() -> None:
     """The extractors find an invented flag, command and variable (the checks can fail)."""
-    sample = "Run `carecall serve --bogus` or\n```\ncarecall teleport --now\n```\nCARECALL_NOPE"
+    sample = ("Run `carecall serve --bogus` or\n```\ncarecall teleport --now\n"
+              "X=1 .venv/bin/carecall gate && carecall beam\n"
+              "carecall: in use by another carecall process\n```\nCARECALL_NOPE")
     lines = code_lines(sample)
-    assert lines == ["carecall serve --bogus", "carecall teleport --now"]
+    assert lines[:2] == ["carecall serve --bogus", "carecall teleport --now"]
     assert [m.group(1) for line in lines for m in COMMAND.finditer(line)] == [
-        "serve", "teleport"]
+        "serve", "teleport", "gate", "beam"]
     assert "--bogus" not in subcommands()["serve"]
     assert "teleport" not in subcommands()
     assert ENV.findall(sample) == ["CARECALL_NOPE"]

@@ -117,7 +117,7 @@ def test_server_is_the_public_url() -> None:
 
 
 def test_every_endpoint_is_described() -> None:
-    """Each endpoint of CONTRACT.md section 3 the gate serves has its path and method."""
+    """Each endpoint of docs/contract.md section 3 the gate serves has its path and method."""
     assert {(path, method) for path, method, _ in operations()} == EXPECTED
 
 

@@ -784,7 +784,7 @@ def test_format_time_refuses_naive_datetimes() -> None:
 
 
 def test_to_json_has_the_contract_shape() -> None:
-    """Pins the attendance record's JSON exactly as CONTRACT.md section 3 gives it."""
+    """Pins the attendance record's JSON exactly as docs/contract.md section 3 gives it."""
     events = timeline(
         (PRO, JOINED, at(9, 58)),
         (CLI, JOINED, at(10, 0, 0) + timedelta(microseconds=500)),

@@ -1,4 +1,4 @@
-"""Privacy of the logs (CONTRACT.md section 4, STYLE.md "Comments, docs, logs").
+"""Privacy of the logs (docs/contract.md section 4, STYLE.md "Comments, docs, logs").
 
 A whole scripted session runs against the service with every logger at DEBUG: two
 parties join, exchange an offer and an answer with realistic SDP, trade candidates,

@@ -1,4 +1,4 @@
-"""The ``/ws`` signalling endpoint end to end: every close code of CONTRACT.md section 4,
+"""The ``/ws`` signalling endpoint end to end: every close code of docs/contract.md section 4,
 relaying, presence, politeness, cancellation during a call and resume, through a real
 server on 127.0.0.1 (gate + signalling in one app, SQLite, the real clock)."""
 

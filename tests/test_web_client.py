@@ -189,7 +189,7 @@ async def test_the_professional_books_the_next_session(service: GateClient,
                               headers={"Authorization": f"Bearer {room['professional']}"})
     if probe.status == 404:
         pytest.skip("the gate has no GET /api/v1/rooms/{room_id}/next-slots endpoint yet "
-                    "(in-call booking, CONTRACT.md section 3)")
+                    "(in-call booking, docs/contract.md section 3)")
     page = await in_call(browser, room["links"]["professional"])
     await page.get_by_test_id("next-session-button").click()
     first = page.get_by_test_id("slot-option").first

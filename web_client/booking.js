@@ -1,4 +1,4 @@
-// "Book next session": the professional's panel (CONTRACT.md section 3, in-call booking).
+// "Book next session": the professional's panel (docs/contract.md section 3, in-call booking).
 // It lists the professional's free slots in their time zone (and the viewer's) and books
 // one with an idempotency key that is kept for retries of the same slot, so a retried
 // request after a lost response never books twice.

@@ -1,4 +1,4 @@
-// The /ws socket (CONTRACT.md section 4): hello first, messages in order, and reconnection
+// The /ws socket (docs/contract.md section 4): hello first, messages in order, and reconnection
 // with backoff after a drop. Close codes that no retry can fix end it for good.
 //
 // Handlers are set synchronously in connect(), before anything is awaited, so no early

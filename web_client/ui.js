@@ -41,7 +41,7 @@ function timesIn(message) {
 
 /**
  * The visible sentence for a refused or ended join, from the server's error code and the
- * close code (CONTRACT.md section 4). It always names the reason.
+ * close code (docs/contract.md section 4). It always names the reason.
  */
 export function refusalText({ closeCode, code, message }) {
   switch (code) {
