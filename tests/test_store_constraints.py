@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from booking_gate.db import schema as t
 from booking_gate.db.engine import create_engine, migrate
 
+
 def _script_config() -> Config:
     config = Config()
     config.set_main_option("script_location", "booking_gate:migrations")
