@@ -439,8 +439,11 @@ class Store:
         """When the earliest unsent message of ``kind`` is due, if any."""
         o = t.outbox.c
         async with self.engine.connect() as conn:
-            return (await conn.execute(select(func.min(o.next_attempt_at)).where(
-                o.kind == kind, o.sent_at.is_(None)))).scalar_one()
+            due: datetime | None = (await conn.execute(select(func.min(o.next_attempt_at))
+                                                       .where(o.kind == kind,
+                                                              o.sent_at.is_(None)))
+                                    ).scalar_one()
+        return due
 
     async def mark_sent(self, message_id: int, now: datetime, owner: str | None = None
                         ) -> bool:
