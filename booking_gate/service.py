@@ -364,6 +364,10 @@ class GateService:
         """The booking behind a room, for admission checks by signalling."""
         return await self.store.get_booking_by_room(room_id)
 
+    async def room_bookings(self, room_ids: Sequence[str]) -> dict[str, Booking]:
+        """The bookings behind many rooms (signalling's revalidation of open rooms)."""
+        return await self.store.get_bookings_by_rooms(room_ids)
+
     # -- attendance --------------------------------------------------------------
 
     async def ingest(self, events: Sequence[AttendanceEvent]) -> int:

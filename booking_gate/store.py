@@ -212,6 +212,14 @@ class Store:
                 select(t.bookings).where(t.bookings.c.room_id == room_id))).first()
         return _booking(row) if row else None
 
+    async def get_bookings_by_rooms(self, room_ids: Sequence[str]) -> dict[str, Booking]:
+        if not room_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.bookings).where(
+                t.bookings.c.room_id.in_(list(room_ids))))).all()
+        return {row.room_id: _booking(row) for row in rows}
+
     async def get_booking_by_key(self, key: str) -> Booking | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(
