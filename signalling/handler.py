@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import secrets
 import time
@@ -48,13 +47,14 @@ from signalling.errors import (
     RateLimited,
     SignallingError,
 )
-from signalling.hub import Connection
 from signalling.ice import ice_servers
 from signalling.ratelimit import TokenBucket
+from signalling.sockets import Connection
 
 logger = logging.getLogger(__name__)
 
-_connection_ids = itertools.count(1)
+# How long a handler waits for the client to answer a close the server started.
+CLOSE_HANDSHAKE_SECONDS = 5.0
 
 
 def origin_allowed(request: web.Request) -> bool:
@@ -180,7 +180,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         continued = resume.check(secret, hello.resume, claims.room, claims.role.value,
                                  int(clock().timestamp()))
     session_id = continued or secrets.token_urlsafe(12)
-    conn = Connection(next(_connection_ids), ws, claims.room, claims.role, booking, session_id)
+    hub = request.app[HUB]
+    conn = Connection(hub.new_connection_id(), ws, claims.room, claims.role, booking,
+                      session_id)
     welcome = {
         "type": "welcome", "role": claims.role.value, "session_id": session_id,
         "resume": resume.issue(secret, claims.room, claims.role.value, session_id, expiry),
@@ -188,7 +190,6 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         "booking": {"starts_at": messages.rfc3339(booking.starts_at),
                     "ends_at": messages.rfc3339(booking.ends_at)},
     }
-    hub = request.app[HUB]
     metrics.admissions.inc()
     metrics.connections.inc()
     logger.info("joined room %s as %s (session %s%s)", claims.room, claims.role.value,
@@ -200,6 +201,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         metrics.connections.dec()
         if not conn.closed_by_server:
             await hub.drop(conn)
+        await conn.closed(CLOSE_HANDSHAKE_SECONDS)
         logger.info("connection closed in room %s (session %s)", claims.room, session_id)
     return ws
 
