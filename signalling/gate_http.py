@@ -328,7 +328,10 @@ class HttpGate(GateLink):
             if not isinstance(rooms, dict):
                 raise self._malformed("rooms", "no 'rooms' object")
             for room_id in batch:
-                value = rooms.get(room_id)
+                if room_id not in rooms:
+                    # Not "unknown": revalidation would close a room the gate never denied.
+                    raise self._malformed("rooms", "a room left out")
+                value = rooms[room_id]
                 booking = None if value is None else self._parsed(parse_room, value, "rooms")
                 if booking is not None and booking.room_id != room_id:
                     raise self._malformed("rooms", "another room")

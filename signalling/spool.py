@@ -32,6 +32,7 @@ from signalling.gate import AttendanceReport
 logger = logging.getLogger(__name__)
 
 FILE_MODE = 0o600
+FILE_NAME = "attendance.spool"  # in the node's var dir
 _FIELDS = ("event_id", "booking_id", "role", "kind", "at", "reason")
 
 
@@ -75,6 +76,11 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+
+    @classmethod
+    def in_var_dir(cls, var_dir: Path) -> Spool:
+        """The node's spool: ``FILE_NAME`` in its var dir (one node per var dir)."""
+        return cls(var_dir / FILE_NAME)
 
     def open(self) -> list[AttendanceReport]:
         """Open and lock the file; return the events a previous run left in it."""

@@ -348,6 +348,37 @@ async def test_server_errors_are_unavailable_not_refused(aiohttp_server: Callabl
         await link.close()
 
 
+@pytest.mark.parametrize(("path", "answer"), [
+    (ROOMS_PATH, {"rooms": {}}),
+    (ROOMS_PATH, {"rooms": {"some-room": {"room_id": "some-room"}}}),
+    (ROOMS_PATH, {"rooms": []}),
+    (ROOMS_PATH, "<html>a proxy's page</html>"),
+    (f"{ROOMS_PATH}/some-room", {"room_id": "other-room"}),
+    (f"{ROOMS_PATH}/some-room", ["not", "a", "room"]),
+])
+async def test_a_malformed_answer_is_unavailable_never_unknown(
+        aiohttp_server: Callable[..., Any], ticks: Ticks, path: str, answer: Any) -> None:
+    """A 200 whose body is not the gate's (a room left out or half there, not JSON) is
+    GateUnavailable: revalidation must not take it for "no such room"."""
+    async def odd(request: web.Request) -> web.Response:
+        if isinstance(answer, str):
+            return web.Response(text=answer, content_type="text/html")
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_route("*", path, odd)
+    server = await aiohttp_server(app)
+    link = HttpGate(f"http://127.0.0.1:{server.port}", API_KEY, clock=ticks)
+    try:
+        with pytest.raises(GateUnavailable):
+            if path == ROOMS_PATH:
+                await link.rooms(["some-room"])
+            else:
+                await link.room("some-room")
+    finally:
+        await link.close()
+
+
 async def test_a_closed_link_makes_no_requests(gate: GateRunner, ticks: Ticks) -> None:
     """After close(), calls raise GateUnavailable and open no new session."""
     link = HttpGate(gate.url, API_KEY, clock=ticks)

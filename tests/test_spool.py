@@ -59,11 +59,12 @@ def test_a_new_spool_is_private(tmp_path: Path) -> None:
     """The file is created with mode 0600 (whatever the umask), its folder with 0700."""
     old = os.umask(0)
     try:
-        spool = Spool(tmp_path / "node" / "attendance.spool")
+        spool = Spool.in_var_dir(tmp_path / "node")
         assert spool.open() == []
     finally:
         os.umask(old)
     spool.close()
+    assert spool.path == tmp_path / "node" / "attendance.spool"
     assert stat.S_IMODE(spool.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(spool.path.parent.stat().st_mode) == 0o700
 
