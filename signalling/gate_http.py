@@ -306,7 +306,8 @@ class HttpGate(GateLink):
             if cached is None:
                 raise
             return cached
-        if answer.status == 404:
+        if answer.status == 404 and _error_code(answer) == "not_found":
+            # (A proxy's own 404 page is no word of the gate's: refused below.)
             self._cache.put(room_id, None)
             return None
         if answer.status != 200:

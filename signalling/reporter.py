@@ -68,10 +68,12 @@ class AttendanceReporter:
             left = self._spool.open()
             if left:
                 logger.info("replaying %d attendance events from the spool", len(left))
-                self._spooled = True
                 self._pending.extend(left)
-                self._wake_sender.set()
                 self._idle.clear()
+            # Replayed events go first; a file of only unreadable lines is emptied too.
+            self._spooled = self._spool.size() > 0
+            if self._spooled:
+                self._wake_sender.set()
             self._writer = asyncio.create_task(self._write())
         self._sender = asyncio.create_task(self._send())
 

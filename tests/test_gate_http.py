@@ -350,6 +350,7 @@ async def test_server_errors_are_unavailable_not_refused(aiohttp_server: Callabl
 
 @pytest.mark.parametrize(("path", "answer"), [
     (ROOMS_PATH, {"rooms": {}}),
+    (f"{ROOMS_PATH}/some-room", web.HTTPNotFound(text="<html>no such page</html>")),
     (ROOMS_PATH, {"rooms": {"some-room": {"room_id": "some-room"}}}),
     (ROOMS_PATH, {"rooms": []}),
     (ROOMS_PATH, "<html>a proxy's page</html>"),
@@ -358,9 +359,11 @@ async def test_server_errors_are_unavailable_not_refused(aiohttp_server: Callabl
 ])
 async def test_a_malformed_answer_is_unavailable_never_unknown(
         aiohttp_server: Callable[..., Any], ticks: Ticks, path: str, answer: Any) -> None:
-    """A 200 whose body is not the gate's (a room left out or half there, not JSON) is
-    GateUnavailable: revalidation must not take it for "no such room"."""
+    """An answer that is not the gate's (a room left out or half there, not JSON, a
+    proxy's 404 page) is GateUnavailable: it must not pass for "no such room"."""
     async def odd(request: web.Request) -> web.Response:
+        if isinstance(answer, web.Response):
+            return answer
         if isinstance(answer, str):
             return web.Response(text=answer, content_type="text/html")
         return web.json_response(answer)

@@ -144,6 +144,20 @@ async def test_events_survive_the_gate_down_and_a_node_restart(
     assert at["down-7"] == AT + timedelta(seconds=7)
 
 
+async def test_a_spool_of_unreadable_lines_is_emptied_at_start(link: HttpGate,
+                                                               spool_path: Path) -> None:
+    """A spool holding nothing readable (garbage, a torn line) is emptied on start."""
+    spool_path.parent.mkdir(parents=True)
+    spool_path.write_bytes(b"garbage\n{\"event_id\": \"e")
+    reporting = reporter(link, spool_path)
+    reporting.start()
+    try:
+        await eventually(lambda: spool_path.stat().st_size == 0)
+        await asyncio.wait_for(reporting.drain(), 10)
+    finally:
+        await reporting.close(flush_seconds=1)
+
+
 async def test_delivery_resumes_when_the_gate_returns(gate: GateRunner, link: HttpGate,
                                                       spool_path: Path) -> None:
     """A reporter that kept retrying while the gate was away delivers once it is back."""
