@@ -43,6 +43,7 @@ from signalling.metrics import SignallingMetrics
 from signalling.ratelimit import KeyedLimiter
 from signalling.registry import MemoryRegistry, RoomRegistry
 from signalling.reporter import AttendanceReporter
+from signalling.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +76,36 @@ def load_resume_secret(var_dir: Path) -> bytes:
     return secret
 
 
-async def _every(interval: float, work: Callable[[], Awaitable[None]], what: str) -> None:
-    while True:
-        await asyncio.sleep(interval)
+async def _every(interval: float, work: Callable[[], Awaitable[None]], what: str,
+                 stop: asyncio.Event) -> None:
+    """Run ``work`` every ``interval`` seconds until ``stop`` is set.
+
+    Stopped by the event, not by cancelling: a client library that swallows a
+    cancellation (redis-py's can, inside a command) would leave a cancelled loop running.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()
+        if stop.is_set():
+            return
         try:
             await work()
         except Exception:
             logger.exception("%s failed; continuing", what)
+
+
+async def _finish(tasks: list[asyncio.Task[None]], timeout: float = 10.0) -> None:
+    """Wait for stopping tasks; cancel (again, if need be) what has not ended in time."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(3):
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()
+    if pending:
+        logger.error("%d background tasks did not stop", len(pending))
 
 
 def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateLink, *,
@@ -140,21 +164,22 @@ def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateL
     async def resources(app: web.Application) -> AsyncIterator[None]:
         app[RESUME_SECRET] = config.resume_secret or load_resume_secret(config.var_dir)
         rooms = await _registry(config)
-        reporter = AttendanceReporter(gate)
+        spool = Spool.in_var_dir(config.var_dir) if config.spool_attendance else None
+        reporter = AttendanceReporter(gate, spool=spool)
         reporter.start()
         app[REPORTER] = reporter
         app[HUB] = hub = RoomHub(rooms, reporter, app[METRICS], clock)
         await rooms.start(hub.sockets.deliver)
         gate.on_room_locked(lock_room)
+        stop = asyncio.Event()
         tasks = [
-            asyncio.create_task(_every(config.sweep_interval, app[HUB].sweep, "grace sweep")),
-            asyncio.create_task(_every(config.revalidate_interval, revalidate, "revalidation")),
+            asyncio.create_task(_every(config.sweep_interval, hub.sweep, "upkeep sweep", stop)),
+            asyncio.create_task(_every(config.revalidate_interval, revalidate, "revalidation",
+                                       stop)),
         ]
         yield
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        stop.set()
+        await _finish(tasks)
         await rooms.close()
         await reporter.close()
         await gate.close()

@@ -42,3 +42,5 @@ class SignallingConfig:
     # Shared by every node (CARECALL_RESUME_SECRET), so a party resumes on any of them;
     # None: a secret kept in var/resume_secret (one node).
     resume_secret: bytes | None = None
+    # Keep attendance events in var/ until the gate has them (a node apart from the gate).
+    spool_attendance: bool = False

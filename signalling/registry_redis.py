@@ -105,6 +105,7 @@ class RedisRegistry:
         self._dead = client.register_script(DEAD)
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
 
     @classmethod
     async def connect(cls, url: str, *, grace: timedelta, prefix: str = "carecall:",
@@ -149,9 +150,9 @@ class RedisRegistry:
 
     async def _listen(self, deliver: Deliver) -> None:
         """Deliver, one after the other, what other nodes send this node's connections."""
-        while True:
+        while not self._closing:
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await self._pubsub.get_message(timeout=0.5)
             except (RedisError, OSError) as error:
                 logger.warning("the Redis subscription failed (%s); resubscribing",
                                type(error).__name__)
@@ -173,10 +174,15 @@ class RedisRegistry:
                 logger.exception("delivering to a local connection failed")
 
     async def close(self) -> None:
+        # Stopped by a flag it checks every half second: redis-py may swallow a
+        # cancellation that lands inside a read.
+        self._closing = True
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            done, _ = await asyncio.wait({self._listener}, timeout=5.0)
+            if not done:
+                self._listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({self._listener}, timeout=5.0)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
