@@ -58,6 +58,8 @@ Clock = Callable[[], datetime]
 RoomLockListener = Callable[[RoomId, str], Awaitable[None]]
 
 MAX_EVENTS_PER_BATCH = 500
+# Longer than a signalling node's longest wait between two delivery attempts.
+SETTLE_AFTER_START = timedelta(seconds=30)
 MAX_ROOMS_PER_BATCH = 1000
 MAX_SLOT_MINUTES = 24 * 60
 MAX_EXPORT_LIMIT = 500
@@ -148,6 +150,9 @@ class GateService:
         self.public_url = public_url
         self.windows = windows
         self.clock = clock
+        # Until then, a record the window's end alone would make final stays pending:
+        # after a start (an outage, say) signalling nodes deliver what they kept meanwhile.
+        self.settled_at = clock() + SETTLE_AFTER_START
         self.room_lock_listeners: list[RoomLockListener] = []
         # Notification emails (notify.py): their sender, and who hears that some were queued.
         self.mail_from = "carecall@localhost"
@@ -447,7 +452,8 @@ class GateService:
             return stored
         if events is None:
             events = (await self.store.events_for([booking.booking_id]))[booking.booking_id]
-        record = rules.evaluate(booking, events, now, self.windows)
+        record = rules.evaluate(booking, events, now, self.windows,
+                                settled=now >= self.settled_at)
         if record.outcome is None:
             return record.to_json()
         return await self.store.finalize(

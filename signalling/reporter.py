@@ -40,7 +40,7 @@ MAX_SPOOL_GROUP = 1000  # events per fsync, at most
 
 class AttendanceReporter:
     def __init__(self, gate: GateLink, *, spool: Spool | None = None, batch: int = 100,
-                 min_backoff: float = 0.2, max_backoff: float = 30.0,
+                 min_backoff: float = 0.2, max_backoff: float = 10.0,
                  commit_window: float = 0.005,
                  jitter: Callable[[], float] = random.random) -> None:
         self._gate = gate

@@ -18,7 +18,7 @@ class Front:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
-        self.chosen: list[int] = []  # backend index of each connection, in order
+        self.chosen: list[int] = []  # the backend port of each connection, in order
 
     async def start(self) -> Front:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -38,13 +38,13 @@ class Front:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for index, (host, port) in enumerate(self.backends):
+        for host, port in self.backends:
             try:
                 up_reader, up_writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port), 2)
             except (OSError, TimeoutError):
                 continue
-            self.chosen.append(index)
+            self.chosen.append(port)
             for source, sink in ((reader, up_writer), (up_reader, writer)):
                 task = asyncio.create_task(self._pipe(source, sink))
                 self._pipes.add(task)
