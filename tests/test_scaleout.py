@@ -312,3 +312,51 @@ def test_signalling_refuses_to_start_without_what_it_needs(tmp_path: Path) -> No
         assert len(lines) == 1 and lines[0].startswith("carecall: ") and message in lines[0], \
             stderr
 
+
+
+async def test_two_gates_on_one_database_send_every_email_exactly_once(
+        tmp_path: Path, postgres_url: str, signing_key: Path) -> None:
+    """Two gate processes share one PostgreSQL; bookings go to both; the mail server is
+    down at first, then up: each email arrives once (by Message-ID), none is lost."""
+    from tests.test_notifications import SmtpServer
+
+    smtp = SmtpServer()
+    env = clean_env(CARECALL_SIGNING_KEY=str(signing_key), CARECALL_SMTP_HOST="127.0.0.1",
+                    CARECALL_SMTP_PORT=str(smtp.port))
+    gates = [Served(["gate", "--port", "0", "--db", postgres_url, "--api-key", KEY,
+                     "--var-dir", str(tmp_path / f"gate{i}")], tmp_path, env) for i in (0, 1)]
+    try:
+        urls = [await asyncio.to_thread(gate.ready) for gate in gates]
+
+        def call(index: int, method: str, path: str, body: Any = None) -> Any:
+            status, data = request_json(method, urls[index] + path, body, AUTH)
+            assert status in (200, 201), (status, data)
+            return data
+
+        call(0, "PUT", "/api/v1/professionals/pro-1", {
+            "name": "Pro", "email": "pro@example.org", "timezone": "UTC"})
+        call(1, "PUT", "/api/v1/clients/cli-1", {
+            "name": "Client", "email": "client@example.org", "timezone": "UTC",
+            "hub_id": None})
+        start = now() + timedelta(days=2)
+        for number in range(12):
+            begins = start + timedelta(hours=number)
+            await asyncio.to_thread(call, number % 2, "PUT", f"/api/v1/bookings/m-{number}", {
+                "professional_id": "pro-1", "client_id": "cli-1",
+                "starts_at": begins.isoformat(),
+                "ends_at": (begins + timedelta(minutes=50)).isoformat(),
+                "funding": "private", "source": "direct"})
+        await asyncio.sleep(3)  # both gates try, fail, and back off
+        assert smtp.inbox.raw == []
+        smtp.start()
+        deadline = time.monotonic() + 60
+        while len(smtp.inbox.raw) < 24 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3)  # long enough for a duplicate to show up
+        ids = [str(message["Message-ID"]) for message in smtp.inbox.messages]
+        assert len(ids) == 24, len(ids)
+        assert len(set(ids)) == 24
+    finally:
+        for gate in gates:
+            gate.close()
+        smtp.stop()
