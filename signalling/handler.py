@@ -41,6 +41,7 @@ from signalling.appkeys import (
 )
 from signalling.errors import (
     CloseCode,
+    GateUnavailable,
     HelloTimeout,
     MessageTooBig,
     ProtocolError,
@@ -162,6 +163,11 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         if hello is None:
             return ws  # the client closed first: nothing was attempted
         claims = await admission.verify(hello.token)
+    except GateUnavailable as error:
+        # Our failure, not the client's: it retries, and spends no budget doing so.
+        logger.warning("join refused: the gate is unreachable")
+        await _refuse(ws, request, error.close_code, error.code, error.message)
+        return ws
     except SignallingError as error:
         await _refuse_unproven(ws, request, client_address(request), error)
         return ws

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -360,3 +361,79 @@ async def test_two_gates_on_one_database_send_every_email_exactly_once(
         for gate in gates:
             gate.close()
         smtp.stop()
+
+
+async def test_a_node_whose_gate_is_away_says_try_again_later(
+        tmp_path: Path, redis_prefix: str) -> None:
+    """A node that cannot reach the gate closes joins with 1013 gate_unavailable (clients
+    retry it), and that never counts as a refused join: no 4429 after many tries."""
+    import aiohttp
+
+    env = clean_env(CARECALL_RESUME_SECRET=secrets.token_hex(32),
+                    CARECALL_REDIS_PREFIX=redis_prefix)
+    node = Served(["signalling", "--port", "0", "--gate-url",
+                   f"http://127.0.0.1:{unused_port()}", "--redis", REDIS_URL, "--api-key", KEY,
+                   "--var-dir", str(tmp_path / "node")], tmp_path, env)
+    try:
+        url = await asyncio.to_thread(node.ready)
+        import jwt
+
+        # Well formed and signed, by a key the node has never been told of: only the
+        # gate's JWKS could say whether it is one of the gate's.
+        token = jwt.encode({"sub": "x"}, Ed25519PrivateKey.generate(), algorithm="EdDSA",
+                           headers={"kid": "unknown-kid"})
+        codes = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(25):
+                async with session.ws_connect(f"{url}/ws") as ws:
+                    await ws.send_json({"type": "hello", "token": token, "agent": "browser"})
+                    received = [json_message(m) async for m in ws]
+                    codes.append((ws.close_code, [m.get("code") for m in received]))
+        assert set(map(str, codes)) == {str((1013, ["gate_unavailable"]))}, codes
+    finally:
+        node.close()
+
+
+async def test_serve_with_redis_shares_rooms_with_a_node_beside_it(
+        tmp_path: Path, redis_prefix: str) -> None:
+    """`carecall serve --redis` keeps its gate in process and its rooms in Redis, so a
+    `carecall signalling` node beside it serves the other party of the same room."""
+    secret = secrets.token_hex(32)
+    env = clean_env(CARECALL_RESUME_SECRET=secret, CARECALL_REDIS_PREFIX=redis_prefix)
+    served = Served(["serve", "--port", "0", "--api-key", KEY, "--redis", REDIS_URL,
+                     "--var-dir", str(tmp_path / "serve")], tmp_path, env)
+    node = None
+    try:
+        serve_url = await asyncio.to_thread(served.ready)
+        node = Served(["signalling", "--port", "0", "--gate-url", serve_url, "--redis",
+                       REDIS_URL, "--api-key", KEY, "--var-dir", str(tmp_path / "node")],
+                      tmp_path, env)
+        node_url = await asyncio.to_thread(node.ready)
+        top = Topology(tmp_path, env, "", int(urlsplit(serve_url).port or 0))
+        backends = [urlsplit(serve_url).port, urlsplit(node_url).port]
+        top.fronts = [await Front([("127.0.0.1", p) for p in backends if p]).start(),
+                      await Front([("127.0.0.1", p) for p in backends[::-1] if p]).start()]
+        try:
+            links = top.book("beside", now(), now() + timedelta(minutes=30))
+            async with peers(links) as (pro, client):
+                await pro.wait_connected(30)
+                await client.wait_connected(30)
+                await client.wait_for(lambda: client.stats.frames_received > 20, 20, "frames")
+                await pro.leave()
+                await client.leave()
+            assert top.fronts[1].chosen[0] == backends[1]  # the client was on the node
+        finally:
+            for front in top.fronts:
+                await front.close()
+    finally:
+        for proc in (node, served):
+            if proc is not None:
+                proc.close()
+
+
+def json_message(message: Any) -> dict[str, Any]:
+    import aiohttp
+
+    if message.type is aiohttp.WSMsgType.TEXT:
+        return dict(json.loads(message.data))
+    return {}
