@@ -68,7 +68,7 @@ MAX_SLOT_MINUTES = 24 * 60
 MAX_EXPORT_LIMIT = 500
 MAX_NOTICE_HOURS = 24 * 30
 # The CSV export reads the store this many bookings at a time.
-CSV_PAGE = 200
+CSV_PAGE = 100
 # The professional's calendar feed covers this window around now.
 FEED_PAST = timedelta(days=30)
 FEED_AHEAD = timedelta(days=180)
