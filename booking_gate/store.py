@@ -449,6 +449,15 @@ class Store:
                      ) -> tuple[Booking, bool]:
         """Cancel a confirmed booking; ``(booking, changed)``. Idempotent."""
         async with self.engine.begin() as conn:
+            professional_id = (await conn.execute(select(t.bookings.c.professional_id).where(
+                t.bookings.c.booking_id == booking_id))).scalar_one_or_none()
+            if professional_id is not None:
+                # The lock order of create and reschedule: professional, booking, credit
+                # account. Without it a cancel racing a new booking of the same client
+                # deadlocks on PostgreSQL, which re-checks the booking's foreign keys (a
+                # key share on the professional) when a row this transaction already
+                # updated is updated again (``_settle_credit``).
+                await self._lock_professional(conn, professional_id)
             result = await conn.execute(update(t.bookings).where(
                 t.bookings.c.booking_id == booking_id,
                 t.bookings.c.status == BookingStatus.CONFIRMED.value,
