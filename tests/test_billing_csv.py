@@ -215,3 +215,21 @@ async def test_a_month_of_10000_bookings_streams_with_bounded_memory(
     print(f"CSV export: {size} bytes, peak traced memory {peak} bytes")
     assert peak < size, (peak, size)
     assert billing_csv.CONTENT_TYPE == "text/csv"
+
+
+async def test_a_failure_mid_stream_cuts_the_connection(gate: GateClient,
+                                                        clock: FakeClock) -> None:
+    """The store failing after the header was sent: the client sees a broken response,
+    never a short export that looks complete."""
+    import aiohttp
+    from sqlalchemy import text
+
+    await people(gate)
+    await call(gate, "PUT", "/api/v1/bookings/b-0",
+               booking_body(clock.now + timedelta(hours=30)), 201)
+    async with gate.app[SERVICE].store.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE attendance_overrides"))  # read by every page
+    response = await gate.get(f"/api/v1/attendance?{MONTH}&format=csv", headers=AUTH)
+    assert response.status == 200  # sent before the first page was read
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
