@@ -171,3 +171,38 @@ def test_delivery_items_show_the_next_attempt_only_while_pending() -> None:
                                   state=DeliveryState.DELIVERED, attempts=3, last_status=200,
                                   next_attempt_at=NOW)
     assert done["next_attempt_at"] is None
+
+
+def test_the_openapi_document_describes_every_type_and_the_new_shapes() -> None:
+    """Its webhooks section has one POST per type; the terms, the bookings page and the
+    deliveries page the service builds validate against their schemas."""
+    from jsonschema import Draft202012Validator
+
+    from booking_gate.openapi import openapi_document
+    from booking_gate.rules import CancellationTerms
+
+    doc = openapi_document("https://gate.example")
+    assert set(doc["webhooks"]) == {t.value for t in WebhookType}
+    for event_type, item in doc["webhooks"].items():
+        assert set(item) == {"post"}
+        assert {p["name"] for p in item["post"]["parameters"]} == {
+            "webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert event_type in item["post"]["summary"]
+
+    def valid(name: str, instance: object) -> bool:
+        root = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+        return Draft202012Validator(
+            root, format_checker=Draft202012Validator.FORMAT_CHECKER).is_valid(instance)
+
+    terms = CancellationTerms(True, True, 48, "A cancellation fee may apply.").to_json()
+    assert valid("CancellationTerms", terms)
+    assert not valid("CancellationTerms", {**terms, "notice_hours": -1})
+    item = webhooks.delivery_json(webhook_id="msg_1", event_type="credits.changed",
+                                  state=DeliveryState.FAILED, attempts=30, last_status=None,
+                                  next_attempt_at=NOW)
+    assert valid("WebhookDeliveryPage", {"items": [item], "next_cursor": None})
+    assert not valid("WebhookDelivery", {**item, "state": "lost"})
+    assert valid("BookingPage", {"items": [], "next_cursor": "abc"})
+    export = doc["paths"]["/api/v1/attendance"]["get"]["responses"]["200"]["content"]
+    assert set(export) == {"application/json", "text/csv"}
+    assert "`professional_name`" in export["text/csv"]["schema"]["description"]
