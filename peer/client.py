@@ -56,6 +56,8 @@ FATAL_CLOSE_CODES = frozenset({
     CloseCode.RATE_LIMITED})
 # How long leaving may wait for the peer connections to close.
 CLOSE_TIMEOUT = 5.0
+# How long leaving waits for a signalling socket that is coming back, to say bye on it.
+BYE_WAIT = 2.0
 # Reconnection backoff: first delay, and the longest.
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 4.0
 
@@ -194,6 +196,8 @@ class Peer:
         # Why the last signalling connection attempt failed, while it keeps failing.
         self._unreachable: str | None = None
         self._admitted = asyncio.Event()
+        # Set while the current signalling socket has been welcomed (bye can be said).
+        self._welcomed = asyncio.Event()
         self._connected = asyncio.Event()
         self._done = asyncio.Event()
         self._last_frame: float | None = None
@@ -285,6 +289,13 @@ class Peer:
         """Say ``bye`` (closing the attendance interval at once) and close everything."""
         if self._stats.left_at is None:
             self._stats.left_at = _now()
+        reconnecting = self._task is not None and not self._task.done() \
+            and self._admitted.is_set() and not self._closing
+        if reconnecting and not self._welcomed.is_set():
+            # Without bye the attendance interval stays open for the 30 s grace.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BYE_WAIT):
+                    await self._welcomed.wait()
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self._ws.send_str(json.dumps({"type": "bye"}))
@@ -365,6 +376,7 @@ class Peer:
                 unreachable = f"cannot reach {self.origin}: {describe_failure(error)}"
             finally:
                 self._ws = None
+                self._welcomed.clear()
             if self._closing:
                 return
             if close_code in FATAL_CLOSE_CODES:
@@ -413,6 +425,7 @@ class Peer:
         if self._stats.admitted_at is None:
             self._stats.admitted_at = _now()
         self._admitted.set()
+        self._welcomed.set()
         self.role, self.polite = msg["role"], bool(msg["polite"])
         self._resume = msg.get("resume")
         self._ice = [RTCIceServer(urls=s["urls"], username=s.get("username"),

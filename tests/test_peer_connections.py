@@ -16,9 +16,22 @@ def decoder_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.endswith("-decoder") and t.is_alive()]
 
 
-async def connected_pair(connections: Connections) -> tuple[RTCPeerConnection, ...]:
-    """Two connections of ``connections`` with audio and video flowing both ways."""
-    pcs = (connections.open(RTCConfiguration()), connections.open(RTCConfiguration()))
+async def finish_closing(pc: RTCPeerConnection) -> None:
+    """Test cleanup: stop what a cut-short close left running (threads, sockets)."""
+    for transceiver in pc.getTransceivers():
+        await transceiver.receiver.stop()
+        await transceiver.sender.stop()
+        dtls = transceiver.receiver.transport
+        await dtls.stop()
+        await dtls.transport.stop()
+
+
+async def connected_pair(connections: Connections, theirs: Connections | None = None
+                         ) -> tuple[RTCPeerConnection, ...]:
+    """A connection of ``connections`` and one of ``theirs`` (default: the same owner),
+    with audio and video flowing both ways."""
+    pcs = (connections.open(RTCConfiguration()),
+           (theirs or connections).open(RTCConfiguration()))
     for pc in pcs:
         pc.addTrack(SyntheticVideoTrack())
         pc.addTrack(ToneAudioTrack())
@@ -57,8 +70,7 @@ async def test_a_close_whose_caller_is_cancelled_still_stops_every_decoder_threa
     finally:
         # Should the rule break, do not leave threads that keep pytest from exiting.
         for pc in pcs:
-            for transceiver in pc.getTransceivers():
-                await transceiver.receiver.stop()
+            await finish_closing(pc)
 
 
 async def test_nothing_is_opened_after_close_all() -> None:
@@ -74,3 +86,26 @@ async def test_nothing_is_opened_after_close_all() -> None:
     else:
         raise AssertionError("a connection was opened after close_all")
     assert connections.opened == 1
+
+
+async def test_close_all_stops_the_decoders_of_a_connection_that_aiortc_half_closed() -> None:
+    """A connection whose aiortc close() was cut short (the leak seen in the field: its
+    audio decoder thread waits forever and a second close() never returns): close_all
+    gives up on it after its timeout, yet none of its decoder threads is left."""
+    ours, theirs = Connections(), Connections()
+    before = set(decoder_threads())
+    pc, other = await connected_pair(ours, theirs)
+    try:
+        raw = asyncio.create_task(pc.close())  # not through Connections: unprotected
+        await asyncio.sleep(0)
+        raw.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await raw
+        # The other side's two threads, and what the cut-short close left of ours.
+        assert len(set(decoder_threads()) - before) > 2
+        assert not await ours.close_all(1)  # it can never finish closing
+        assert len(set(decoder_threads()) - before) == 2  # only the other side's
+    finally:
+        await theirs.close_all(5)
+        for each in (pc, other):
+            await finish_closing(each)
