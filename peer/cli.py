@@ -196,6 +196,8 @@ async def run(args: argparse.Namespace, peer: Peer, done: Exit) -> None:
                       f"{args.min_frames}")
     except PeerError as error:
         reason = str(error)
+    except Exception as error:  # a library failure: still one line and exit 1
+        reason = f"unexpected error: {type(error).__name__}"
     finally:
         done.arm(reason)
         await peer.leave()
