@@ -25,7 +25,6 @@ from booking_gate.config import (
 from booking_gate.db.engine import async_url, check_sqlite_folder, sqlite_path
 from booking_gate.tokens import load_or_create_key
 from carecall import vardir
-from carecall.serve import run
 from peer import cli as peer_cli
 from signalling.app import load_resume_secret
 from signalling.config import SignallingConfig
@@ -324,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with vardir.claim(config.var_dir, sqlite_path(config.db_url)):
             config = dataclasses.replace(config, api_key=_api_key(args.api_key, config.var_dir))
             _load_keys(config, serve=signalling is not None)
+            from carecall.serve import run  # not imported for `peer`: it starts faster
+
             return asyncio.run(run(config, args.host, args.port, signalling=signalling,
                                    demo=getattr(args, "demo", False)))
     except vardir.StateError as error:
