@@ -30,8 +30,8 @@ import aiohttp
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
-    RTCIceTransportPolicy,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
