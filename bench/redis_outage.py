@@ -1,6 +1,6 @@
 """What still works while the signalling nodes' Redis is down, and after it comes back.
 
-    python bench/redis_outage.py [--down 20]
+    python bench/redis_outage.py [DOWN_SECONDS]   (default 20)
 
 Starts `carecall gate` on a fresh PostgreSQL database of the machine's server and two
 `carecall signalling` nodes on a Redis server of this run's own (`redis-server --port`
@@ -8,7 +8,7 @@ on a free port: the machine's Redis is shared and must not be stopped). Sets up
 - a room with both parties on node 0 and one with a party on each node, as raw
   WebSocket clients, and
 - a call between two headless peers (aiortc, real media), one on each node,
-then stops Redis for --down seconds and starts it again, empty (as docker-compose.yml's
+then stops Redis for DOWN_SECONDS and starts it again, empty (as docker-compose.yml's
 Redis is: no persistence). Before, during and after it prints what happens: each node's
 /healthz, whether a message is relayed within a room, on one node and across, whether a
 new party can join, whether the peers' media keeps flowing, what close codes the
@@ -290,8 +290,8 @@ async def run(down: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--down", type=float, default=20.0,
-                        help="seconds Redis stays stopped (default 20)")
+    parser.add_argument("down", type=float, nargs="?", default=20.0,
+                        help="seconds Redis stays stopped at least (default 20)")
     args = parser.parse_args()
     asyncio.run(run(args.down))
 

@@ -1,7 +1,7 @@
 """What N concurrent sessions cost the scale-out processes: Redis commands, PostgreSQL
 transactions, gate requests, and each signalling node's connections, memory and CPU.
 
-    python bench/scaleout_sizing.py [--sessions 200] [--idle 60]
+    python bench/scaleout_sizing.py [SESSIONS [IDLE_SECONDS [REPORT.json]]]   (200, 60)
 
 Starts the real processes on 127.0.0.1, as docker-compose.yml does: `carecall gate` on
 a fresh PostgreSQL database of the machine's server (dropped at the end) and two
@@ -12,7 +12,7 @@ parties join (the professional on node i % 2, the client on node (i // 2) % 2, s
 the rooms span the two nodes, as a load balancer spreading connections would make
 them), the professional offers, the client answers, each sends 12 candidates, both
 do the verification exchange (x-verify-commit, x-verify-reveal) and report media
-connected; the sessions then stay idle for --idle seconds, and both parties say bye.
+connected; the sessions then stay idle for IDLE_SECONDS, and both parties say bye.
 
 Phases, each measured as counter deltas (Redis INFO commandstats, pg_stat_database of
 the run's database, the gate's carecall_gate_requests_total, /proc of each process):
@@ -587,13 +587,15 @@ def summary(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--idle", type=float, default=60.0,
+    # Positional, so that the docs can quote the command (they may name carecall's
+    # flags only).
+    parser.add_argument("sessions", type=int, nargs="?", default=200)
+    parser.add_argument("idle", type=float, nargs="?", default=60.0,
                         help="seconds the sessions stay connected and idle (> 12)")
-    parser.add_argument("--json", type=Path, help="also write the full report here")
+    parser.add_argument("json", type=Path, nargs="?", help="also write the full report here")
     args = parser.parse_args()
     if args.sessions < 1 or args.idle <= SETTLE:
-        parser.error(f"--sessions must be at least 1 and --idle more than {SETTLE:g}")
+        parser.error(f"SESSIONS must be at least 1 and IDLE_SECONDS more than {SETTLE:g}")
     if shutil.which("redis-server") is None:
         parser.error("needs redis-server on PATH")
     report = asyncio.run(run(args.sessions, args.idle))
