@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 import secrets
 import time
@@ -72,11 +74,52 @@ def origin_allowed(request: web.Request) -> bool:
     return host in ("localhost", "127.0.0.1", "::1")
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """``CARECALL_TRUSTED_PROXIES`` entries as networks: an address (``10.0.0.2``, a
+    network of one) or a CIDR network (``172.16.0.0/12``, host bits allowed, as in
+    ``172.18.0.5/16``). Raises ValueError naming the first entry that is neither."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"CARECALL_TRUSTED_PROXIES: {entry!r} is neither an IP address "
+                             f"nor a network (for example 10.0.0.2 or 172.16.0.0/12)"
+                             ) from None
+    return tuple(networks)
+
+
+@functools.lru_cache(maxsize=8)
+def _trusted_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    # An entry that is no address can never match a peer's address: it is left out here
+    # (proxy_networks is the check that refuses it).
+    found: list[IPNetwork] = []
+    for entry in entries:
+        with contextlib.suppress(ValueError):
+            found.extend(proxy_networks((entry,)))
+    return tuple(found)
+
+
+def is_trusted_proxy(remote: str, entries: tuple[str, ...]) -> bool:
+    """Whether the peer address ``remote`` lies in one of the trusted ``entries``."""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False  # "unknown", or a Unix socket's peer: never a proxy
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:10.0.0.2 on a dual-stack socket
+    return any(address in network for network in _trusted_networks(entries))
+
+
 def client_address(request: web.Request) -> str:
-    """The client's address for rate limits (never logged): behind a trusted proxy, the
-    last address of X-Forwarded-For, which that proxy appended."""
+    """The client's address for rate limits (never logged): behind a trusted proxy (an
+    address or network of CARECALL_TRUSTED_PROXIES), the last address of
+    X-Forwarded-For, which that proxy appended."""
     remote = request.remote or "unknown"
-    if remote in request.app[CONFIG].trusted_proxies:
+    if is_trusted_proxy(remote, request.app[CONFIG].trusted_proxies):
         forwarded = request.headers.get("X-Forwarded-For", "")
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last:
