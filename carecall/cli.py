@@ -266,6 +266,15 @@ def _smtp_from_env() -> dict[str, Any]:
 MIN_RESUME_SECRET = 32
 
 
+def _trusted_proxies() -> tuple[str, ...]:
+    """``CARECALL_TRUSTED_PROXIES``, each entry checked now (ValueError names a bad one)."""
+    from signalling.handler import proxy_networks
+
+    entries = split_urls(_env("CARECALL_TRUSTED_PROXIES"))
+    proxy_networks(entries)
+    return entries
+
+
 def _resume_secret(*, required: bool) -> bytes | None:
     """``CARECALL_RESUME_SECRET``, shared by every signalling node."""
     value = _env("CARECALL_RESUME_SECRET")
@@ -293,7 +302,7 @@ def signalling_config(args: argparse.Namespace, *, node: bool = False) -> Signal
         resume_secret=_resume_secret(required=node),
         spool_attendance=node,
         extra_origins=split_urls(_env("CARECALL_ALLOWED_ORIGINS")),
-        trusted_proxies=split_urls(_env("CARECALL_TRUSTED_PROXIES")),
+        trusted_proxies=_trusted_proxies(),
         ice=IceConfig(stun_urls=split_urls(_env("CARECALL_STUN_URLS")),
                       turn_urls=split_urls(_env("CARECALL_TURN_URLS")),
                       turn_secret=_env("CARECALL_TURN_SECRET")),
