@@ -129,7 +129,8 @@ class RedisRegistry:
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
-        self._subscribing = asyncio.Lock()
+        self._resubscribe = asyncio.Event()
+        self._subscribed = asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str, *, grace: timedelta, prefix: str = "carecall:",
@@ -178,41 +179,54 @@ class RedisRegistry:
         self._listener = asyncio.create_task(self._listen(deliver))
 
     async def _subscribe(self) -> None:
-        """A fresh subscription to this node's channel (the old one, if any, dropped)."""
-        async with self._subscribing:
-            old, self._pubsub = self._pubsub, None
-            if old is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await old.aclose()
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        """A fresh subscription to this node's channel (the old one, if any, dropped).
+        Only ``start`` (before the listener runs) and the listener itself call it: a
+        subscription is one connection, which two readers at once would tangle."""
+        old, self._pubsub = self._pubsub, None
+        if old is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await old.aclose()
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
             await pubsub.subscribe(self._channel(self.node_id))
-            self._pubsub = pubsub
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        self._pubsub = pubsub
+        self._resubscribe.clear()
+        self._subscribed.set()
 
-    @_available
     async def recover(self) -> None:
-        """After an outage: subscribe afresh before parties are asked to come back, so
-        nothing another node sends them is published to a channel nobody listens to."""
-        await self._subscribe()
+        """After an outage: have the listener subscribe afresh, and wait until it has, so
+        nothing another node sends the parties who come back is published unheard."""
+        self._subscribed.clear()
+        self._resubscribe.set()
+        try:
+            async with asyncio.timeout(5.0):
+                await self._subscribed.wait()
+        except TimeoutError:
+            raise RoomsUnavailable("could not subscribe again after an outage") from None
 
     async def _listen(self, deliver: Deliver) -> None:
         """Deliver, one after the other, what other nodes send this node's connections."""
         failing = False
         while not self._closing:
-            pubsub = self._pubsub
             try:
-                if pubsub is None:
+                if self._pubsub is None or self._resubscribe.is_set():
                     await self._subscribe()
-                    continue
-                message = await pubsub.get_message(timeout=0.5)
+                assert self._pubsub is not None
+                message = await self._pubsub.get_message(timeout=0.5)
             except (RedisError, OSError) as error:
                 if not failing:
                     logger.warning("the Redis subscription failed (%s); resubscribing",
                                    type(error).__name__)
                 failing = True
-                if self._pubsub is pubsub and pubsub is not None:  # not replaced meanwhile
-                    self._pubsub = None
+                self._subscribed.clear()
+                old, self._pubsub = self._pubsub, None
+                if old is not None:
                     with contextlib.suppress(RedisError, OSError):
-                        await pubsub.aclose()
+                        await old.aclose()
                 await asyncio.sleep(0.5)
                 continue
             if failing:

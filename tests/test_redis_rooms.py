@@ -32,7 +32,7 @@ from signalling.registry_redis import RedisRegistry
 from signalling.room import Attend, Close, Role, Room, node_of
 from tests.conftest import API_KEY, AUTH, GateClient, book_now
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 WS = aiohttp.ClientWebSocketResponse
@@ -315,6 +315,9 @@ def _booking() -> Any:
 
 
 
+DOWN_SECONDS = 12
+
+
 class PrivateRedis:
     """A redis-server of the test's own on a free port, which the test may stop."""
 
@@ -388,6 +391,7 @@ async def test_while_redis_is_away_calls_go_on_and_after_it_every_party_resumes(
         assert reply["code"] == "rooms_unavailable", reply
         await asyncio.sleep(0.5)
         assert not pro.closed and not client.closed
+        await asyncio.sleep(DOWN_SECONDS)  # longer than a node's presence lasts
         started = time.monotonic()
         late = await node.nodes[0].ws_connect("/ws")
         await late.send_json({"type": "hello", "token": room["client"], "agent": "browser"})
