@@ -24,6 +24,7 @@ from booking_gate.openapi import openapi_document
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+JWKS_MAX_AGE = 300  # seconds
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -221,8 +222,11 @@ async def openapi(request: web.Request) -> web.Response:
 @routes.get("/.well-known/jwks.json")
 @endpoint("jwks", authenticated=False)
 async def jwks(request: web.Request) -> web.Response:
-    # The signing key first, then any retired key still accepted (a rotation).
-    return json_response(request.app[SERVICE].tokens.jwks)
+    # The signing key first, then any retired key still accepted (a rotation). Nodes cache
+    # it for max-age and refetch early only on a token naming a key they do not know.
+    response = json_response(request.app[SERVICE].tokens.jwks)
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE}"
+    return response
 
 
 @routes.get("/healthz")

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from booking_gate.api import routes
 from booking_gate.api_scheduling import routes as scheduling_routes
+from booking_gate.api_signalling import routes as signalling_routes
 from booking_gate.appkeys import (
     CALENDAR_SECRET,
     CONFIG,
@@ -46,6 +47,7 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
     app[METRICS] = GateMetrics(registry or CollectorRegistry())
     # Before ``routes``: its last route catches every other /api/ path.
     app.add_routes(scheduling_routes)
+    app.add_routes(signalling_routes)
     app.add_routes(routes)
 
     async def database(app: web.Application) -> AsyncIterator[None]:

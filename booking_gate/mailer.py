@@ -1,15 +1,18 @@
 """Sends the outbox's emails over SMTP with aiosmtplib: the I/O side of ``notify.py``.
 
 The emails were stored in the transaction of the change they report (``Store._notify``);
-this task only moves them. It polls ``Store.due_outbox("email", now)`` every
-``interval`` seconds, or at once when ``wake()`` is called after a commit.
+this task only moves them. It claims due emails (``Store.claim_outbox``) when a commit
+wakes it (``wake()``), when the earliest retry falls due, and at least every
+``interval`` seconds.
 
 Invariants:
 - nothing is ever dropped: a failed message is retried with exponential backoff
   (5 s doubling up to 15 min) for as long as it takes; delivery is at least once
   (a crash between the SMTP reply and ``mark_sent`` resends it, with the same Message-ID);
 - one pass at a time per process (a lock), so the loop, a wake-up and ``flush`` never
-  send the same message twice;
+  send the same message twice; across gate processes sharing one database, a message is
+  claimed by one process at a time for a lease longer than a batch can take, and given
+  back when that process stops, so several gates never send one email twice;
 - shutdown (``close``) stops the loop between messages instead of cancelling it, then
   ``flush`` tries once more, for a bounded time; an SMTP exchange cut short by that
   bound leaves its message due, untouched;
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -41,7 +45,9 @@ FIRST_RETRY = timedelta(seconds=5)
 MAX_RETRY = timedelta(minutes=15)
 SMTP_TIMEOUT = 10.0
 FLUSH_SECONDS = 5.0
-BATCH = 50
+BATCH = 10
+# Long enough for a whole batch to time out one message after the other, and then some.
+LEASE = timedelta(seconds=BATCH * SMTP_TIMEOUT + 60)
 
 # Errors that say the server (not this one message) is unusable now: the rest of the
 # batch is put off with it instead of each waiting for its own timeout.
@@ -96,6 +102,8 @@ class Mailer:
         self.batch = batch
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        # Who holds a claimed message: this process, among the gates sharing the database.
+        self.owner = f"mailer-{secrets.token_hex(8)}"
         self._said_disabled = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -148,7 +156,7 @@ class Mailer:
     async def _fail(self, message_id: int, attempts: int, error: BaseException) -> None:
         name = type(error).__name__
         delay = retry_delay(attempts)
-        await self.store.mark_failed(message_id, name, self.clock() + delay)
+        await self.store.mark_failed(message_id, name, self.clock() + delay, self.owner)
         logger.warning("email %d not sent (%s, attempt %d); retrying in %d s",
                        message_id, name, attempts + 1, delay.total_seconds())
 
@@ -167,7 +175,12 @@ class Mailer:
         try:
             return await self._pass(until)
         finally:
-            self._lock.release()
+            try:
+                # What this pass claimed and did not settle goes back to every gate now,
+                # not when its lease runs out.
+                await self.store.release_outbox(self.owner)
+            finally:
+                self._lock.release()
 
     async def _pass(self, until: float | None) -> int:
         if not self.enabled:
@@ -179,7 +192,8 @@ class Mailer:
         loop = asyncio.get_running_loop()
         sent = 0
         while True:
-            due = await self.store.due_outbox(EMAIL, self.clock(), self.batch)
+            due = await self.store.claim_outbox(EMAIL, self.owner, self.clock(), LEASE,
+                                                self.batch)
             for index, (message_id, payload, attempts) in enumerate(due):
                 if (self._stopping and until is None) or (
                         until is not None and loop.time() >= until):
@@ -196,8 +210,11 @@ class Mailer:
                             await self._fail(later_id, later_attempts, error)
                         return sent
                     continue
-                await self.store.mark_sent(message_id, self.clock())
-                logger.info("email %d sent", message_id)
+                if await self.store.mark_sent(message_id, self.clock(), self.owner):
+                    logger.info("email %d sent", message_id)
+                else:
+                    # Our lease ran out mid-send and another gate took it: it may go twice.
+                    logger.warning("email %d was sent after its lease ran out", message_id)
                 sent += 1
             if len(due) < self.batch:
                 return sent
@@ -217,8 +234,19 @@ class Mailer:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that lands as the event fires (cpython gh-86296).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
+                async with asyncio.timeout(await self._until_next()):
                     await self._wake.wait()
+
+    async def _until_next(self) -> float:
+        """Seconds to sleep: until the earliest retry falls due, at most ``interval``."""
+        try:
+            due = await self.store.next_outbox_attempt(EMAIL)
+        except Exception as error:
+            logger.error("reading the outbox failed (%s)", type(error).__name__)
+            return self.interval
+        if due is None:
+            return self.interval
+        return min(self.interval, max((due - self.clock()).total_seconds(), 0.05))
 
     async def flush(self, timeout: float = FLUSH_SECONDS) -> None:
         """On shutdown: try once, for about ``timeout`` seconds, to send what is due."""

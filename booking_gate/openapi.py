@@ -21,7 +21,7 @@ from booking_gate.model import (
     Role,
     Source,
 )
-from booking_gate.service import MAX_EVENTS_PER_BATCH, MAX_EXPORT_LIMIT
+from booking_gate.service import MAX_EVENTS_PER_BATCH, MAX_EXPORT_LIMIT, MAX_ROOMS_PER_BATCH
 from booking_gate.validation import MAX_AVAILABILITY, MAX_NAME, MAX_TEXT
 
 __all__ = ["openapi_document"]
@@ -267,6 +267,7 @@ def _parameters() -> Schema:
         "HubId": _path_param("hub_id", "The sponsoring hub's id."),
         "BookingId": _path_param("booking_id", "The booking's id."),
         "BlockId": _path_param("block_id", "The id `addBlock` returned.", pattern=False),
+        "RoomId": _path_param("room_id", "The room's id (a booking's `room_id`)."),
     }
 
 
@@ -360,7 +361,11 @@ def _paths() -> Schema:
             body="AttendanceEventBatch", not_found=unknown_booking)},
         "/.well-known/jwks.json": {"get": _op(
             "getJwks", "Public keys that verify join tokens.", "operations",
-            {"200": _ok("The JSON Web Key Set.", _ref("Jwks"))}, public=True, invalid=None)},
+            {"200": {**_ok("The JSON Web Key Set.", _ref("Jwks")), "headers": {
+                "Cache-Control": {"description": "`public, max-age=N`: how many seconds a "
+                                  "signalling node may keep the keys before refetching.",
+                                  "schema": {"type": "string"}}}}},
+            public=True, invalid=None)},
         "/healthz": {"get": _op(
             "getHealth", "Liveness check.", "operations",
             {"200": _ok("Alive.", _ref("Health"))}, public=True, invalid=None)},
@@ -481,6 +486,43 @@ def _scheduling_paths() -> Schema:
     }
 
 
+def _signalling_schemas() -> Schema:
+    room_ids = {"type": "array", "minItems": 1, "maxItems": MAX_ROOMS_PER_BATCH,
+                "items": _ref("Id")}
+    return {
+        "SignallingRoom": _object({
+            "room_id": {"type": "string"}, "booking_id": _ref("Id"),
+            "professional_id": _ref("Id"), "client_id": _ref("Id"),
+            "starts_at": _time(), "ends_at": _time(), "cancelled": {"type": "boolean"},
+            "changed_at": _time("the last reschedule (else the creation), to the "
+                                "microsecond: tokens issued before it are stale"),
+            "opens_at": _time("`starts_at` minus the join-early window: the tokens' `nbf`"),
+            "closes_at": _time("`ends_at` plus the overrun window: the tokens' `exp`"),
+        }, description="The booking behind a room, as signalling admits parties to it."),
+        "SignallingRoomsInput": _body({"room_ids": room_ids}, ("room_ids",)),
+        "SignallingRooms": _object({"rooms": {
+            "type": "object", "additionalProperties": _nullable(_ref("SignallingRoom")),
+            "description": "Each asked room id: its booking, or null for an unknown room."}}),
+    }
+
+
+def _signalling_paths() -> Schema:
+    return {
+        "/api/v1/signalling/rooms/{room_id}": {"get": _op(
+            "getSignallingRoom", "The booking behind a room (a signalling node's join check).",
+            "signalling", {"200": _ok("The room's booking.", _ref("SignallingRoom"))},
+            params=("RoomId",), not_found="unknown room",
+            invalid="`invalid_id`: not a room id")},
+        "/api/v1/signalling/rooms": {"post": _op(
+            "getSignallingRooms", "The bookings behind many rooms (revalidation of open "
+            "rooms).", "signalling",
+            {"200": _ok("One entry per asked room.", _ref("SignallingRooms"))},
+            body="SignallingRoomsInput",
+            invalid=_INVALID + " (a room id, with `field` like `room_ids[3]`); "
+                    "`body_too_large`: over 64 KiB")},
+    }
+
+
 def openapi_document(public_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1.0 document of the booking gate served at ``public_url``."""
     return {
@@ -494,8 +536,8 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         "servers": [{"url": public_url.rstrip("/")}],
         "security": [{"apiKey": []}],
         "tags": [{"name": name} for name in ("people", "bookings", "attendance", "scheduling",
-                                               "credits", "operations")],
-        "paths": {**_paths(), **_scheduling_paths()},
+                                               "credits", "signalling", "operations")],
+        "paths": {**_paths(), **_scheduling_paths(), **_signalling_paths()},
         "components": {
             "securitySchemes": {"apiKey": {
                 "type": "http", "scheme": "bearer",
@@ -504,6 +546,6 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                     "description": "A party's join token (the link's `#t=` fragment)."}},
             "parameters": _parameters(),
-            "schemas": {**_schemas(), **_scheduling_schemas()},
+            "schemas": {**_schemas(), **_scheduling_schemas(), **_signalling_schemas()},
         },
     }

@@ -24,7 +24,10 @@ Rules (``RULE_VERSION``), for the booking's window
 A billable session is paid by the sponsor when sponsored and by the client when
 private; private bookings hold no credit. A booking that is not cancelled is
 ``pending`` until ``ends_at + overrun``, or until ``ends_at`` has passed with
-both parties joined and gone.
+both parties joined and gone. While the gate is not ``settled`` (it has just
+started, and signalling nodes may still be delivering what they saw while it was
+away) the first of those two waits: only both parties' departure makes a record
+final then.
 """
 
 from __future__ import annotations
@@ -203,11 +206,15 @@ def evaluate(
     events: Sequence[AttendanceEvent],
     now: datetime,
     windows: Windows,
+    *,
+    settled: bool = True,
 ) -> AttendanceRecord:
     """The attendance record of ``booking`` from its ``events``, as of ``now``.
 
     Events of other bookings are ignored; the rest are replayed in
     ``(at, event_id)`` order, so the order they are given in does not matter.
+    ``settled`` False keeps a record pending that only the window's end would make
+    final (see the module's rules).
     """
     _require_aware(now, "now")
     window_start = booking.starts_at - windows.join_early
@@ -238,7 +245,7 @@ def evaluate(
     if booking.status is BookingStatus.CANCELLED or booking.cancellation is not None:
         chargeable = booking.cancellation is not None and booking.cancellation.chargeable
         outcome = Outcome.LATE_CANCELLATION if chargeable else Outcome.CANCELLED
-    elif now >= window_end or (
+    elif (settled and now >= window_end) or (
         now >= booking.ends_at
         and professional.joined
         and client.joined

@@ -58,6 +58,9 @@ Clock = Callable[[], datetime]
 RoomLockListener = Callable[[RoomId, str], Awaitable[None]]
 
 MAX_EVENTS_PER_BATCH = 500
+# Longer than a signalling node's longest wait between two delivery attempts.
+SETTLE_AFTER_START = timedelta(seconds=30)
+MAX_ROOMS_PER_BATCH = 1000
 MAX_SLOT_MINUTES = 24 * 60
 MAX_EXPORT_LIMIT = 500
 # The professional's calendar feed covers this window around now.
@@ -90,6 +93,21 @@ def booking_json(booking: Booking) -> dict[str, Any]:
         "ends_at": format_time(booking.ends_at), "funding": booking.funding.value,
         "source": booking.source.value, "status": booking.status.value,
         "room_id": booking.room_id, "cancellation": cancellation,
+    }
+
+
+def signalling_room_json(booking: Booking, window: tuple[datetime, datetime]) -> dict[str, Any]:
+    """What a signalling node needs to admit parties to the booking's room; ``window`` is
+    ``TokenIssuer.window(booking)``. ``changed_at`` keeps its microseconds: nodes compare
+    it with token ``iat`` seconds."""
+    opens_at, closes_at = window
+    return {
+        "room_id": booking.room_id, "booking_id": booking.booking_id,
+        "professional_id": booking.professional_id, "client_id": booking.client_id,
+        "starts_at": format_time(booking.starts_at), "ends_at": format_time(booking.ends_at),
+        "cancelled": booking.status is BookingStatus.CANCELLED,
+        "changed_at": format_time(booking.changed_at),
+        "opens_at": format_time(opens_at), "closes_at": format_time(closes_at),
     }
 
 
@@ -132,6 +150,9 @@ class GateService:
         self.public_url = public_url
         self.windows = windows
         self.clock = clock
+        # Until then, a record the window's end alone would make final stays pending:
+        # after a start (an outage, say) signalling nodes deliver what they kept meanwhile.
+        self.settled_at = clock() + SETTLE_AFTER_START
         self.room_lock_listeners: list[RoomLockListener] = []
         # Notification emails (notify.py): their sender, and who hears that some were queued.
         self.mail_from = "carecall@localhost"
@@ -364,6 +385,33 @@ class GateService:
         """The booking behind a room, for admission checks by signalling."""
         return await self.store.get_booking_by_room(room_id)
 
+    async def room_bookings(self, room_ids: Sequence[str]) -> dict[str, Booking]:
+        """The bookings behind many rooms (signalling's revalidation of open rooms)."""
+        return await self.store.get_bookings_by_rooms(room_ids)
+
+    # -- signalling nodes (api_signalling.py) ---------------------------------------
+
+    async def signalling_room(self, room_id: str) -> dict[str, Any]:
+        booking = await self.store.get_booking_by_room(parse_id(room_id, "room_id"))
+        if booking is None:
+            raise NotFound("unknown room", field="room_id")
+        return signalling_room_json(booking, self.tokens.window(booking))
+
+    async def signalling_rooms(self, data: object) -> dict[str, Any]:
+        """``{"rooms": {room_id: room or null}}`` for every id in ``{"room_ids": [...]}``."""
+        body = Body(data, {"room_ids"})
+        raw = body.data.get("room_ids")
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_ROOMS_PER_BATCH:
+            raise InvalidRequest(
+                f"'room_ids' must be a list of 1 to {MAX_ROOMS_PER_BATCH} room ids",
+                field="room_ids")
+        room_ids = [parse_id(room_id, f"room_ids[{index}]") for index, room_id in enumerate(raw)]
+        found = await self.room_bookings(list(dict.fromkeys(room_ids)))  # each id once
+        rooms: dict[str, Any] = dict.fromkeys(room_ids)
+        for room_id, booking in found.items():
+            rooms[room_id] = signalling_room_json(booking, self.tokens.window(booking))
+        return {"rooms": rooms}
+
     # -- attendance --------------------------------------------------------------
 
     async def ingest(self, events: Sequence[AttendanceEvent]) -> int:
@@ -404,7 +452,8 @@ class GateService:
             return stored
         if events is None:
             events = (await self.store.events_for([booking.booking_id]))[booking.booking_id]
-        record = rules.evaluate(booking, events, now, self.windows)
+        record = rules.evaluate(booking, events, now, self.windows,
+                                settled=now >= self.settled_at)
         if record.outcome is None:
             return record.to_json()
         return await self.store.finalize(

@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select, update
@@ -212,6 +212,14 @@ class Store:
                 select(t.bookings).where(t.bookings.c.room_id == room_id))).first()
         return _booking(row) if row else None
 
+    async def get_bookings_by_rooms(self, room_ids: Sequence[str]) -> dict[str, Booking]:
+        if not room_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.bookings).where(
+                t.bookings.c.room_id.in_(list(room_ids))))).all()
+        return {row.room_id: _booking(row) for row in rows}
+
     async def get_booking_by_key(self, key: str) -> Booking | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(
@@ -387,30 +395,95 @@ class Store:
                 "created_at": now, "next_attempt_at": now, "attempts": 0, "sent_at": None,
                 "last_error": None} for m in messages])
 
-    async def enqueue(self, messages: Sequence[OutboxMessage], now: datetime) -> None:
-        async with self.engine.begin() as conn:
-            await self._enqueue(conn, messages, now)
+    @staticmethod
+    def _due(kind: str, now: datetime) -> Any:
+        """Unsent messages of ``kind`` whose attempt is due and that nobody holds."""
+        o = t.outbox.c
+        return and_(o.kind == kind, o.sent_at.is_(None), o.next_attempt_at <= now,
+                    or_(o.lease_until.is_(None), o.lease_until <= now))
 
     async def due_outbox(self, kind: str, now: datetime, limit: int = 50
                          ) -> list[tuple[int, dict[str, Any], int]]:
-        """Unsent messages of ``kind`` whose next attempt is due: (id, payload, attempts)."""
+        """Messages ``claim_outbox`` would hand out now: (id, payload, attempts)."""
         o = t.outbox.c
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(o.message_id, o.payload, o.attempts).where(
-                o.kind == kind, o.sent_at.is_(None), o.next_attempt_at <= now,
-            ).order_by(o.next_attempt_at, o.message_id).limit(limit))).all()
+            rows = (await conn.execute(select(o.message_id, o.payload, o.attempts)
+                                       .where(self._due(kind, now))
+                                       .order_by(o.next_attempt_at, o.message_id)
+                                       .limit(limit))).all()
         return [(row.message_id, dict(json.loads(row.payload)), row.attempts) for row in rows]
 
-    async def mark_sent(self, message_id: int, now: datetime) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(update(t.outbox).where(t.outbox.c.message_id == message_id)
-                               .values(sent_at=now, attempts=t.outbox.c.attempts + 1))
+    async def claim_outbox(self, kind: str, owner: str, now: datetime, lease: timedelta,
+                           limit: int) -> list[tuple[int, dict[str, Any], int]]:
+        """Take up to ``limit`` due messages for ``owner`` until ``now + lease``.
 
-    async def mark_failed(self, message_id: int, error: str, retry_at: datetime) -> None:
+        Of several gate processes on one database each message goes to one: PostgreSQL
+        skips rows another transaction is claiming (``FOR UPDATE SKIP LOCKED``); SQLite
+        runs one write transaction at a time (``BEGIN IMMEDIATE``).
+        """
+        o = t.outbox.c
+        pick = (select(o.message_id).where(self._due(kind, now))
+                .order_by(o.next_attempt_at, o.message_id).limit(limit))
+        if self.engine.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
         async with self.engine.begin() as conn:
-            await conn.execute(update(t.outbox).where(t.outbox.c.message_id == message_id)
-                               .values(last_error=error[:200], next_attempt_at=retry_at,
-                                       attempts=t.outbox.c.attempts + 1))
+            ids = list((await conn.execute(pick)).scalars())
+            if not ids:
+                return []
+            await conn.execute(update(t.outbox).where(o.message_id.in_(ids)).values(
+                lease_owner=owner, lease_until=now + lease))
+            rows = (await conn.execute(select(o.message_id, o.payload, o.attempts).where(
+                o.message_id.in_(ids)).order_by(o.next_attempt_at, o.message_id))).all()
+        return [(row.message_id, dict(json.loads(row.payload)), row.attempts) for row in rows]
+
+    async def unsent_outbox(self, kind: str) -> int:
+        """How many messages of ``kind`` are not sent yet, held by a sender or not."""
+        o = t.outbox.c
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(t.outbox).where(
+                o.kind == kind, o.sent_at.is_(None)))).scalar_one())
+
+    async def next_outbox_attempt(self, kind: str) -> datetime | None:
+        """When the earliest unsent message of ``kind`` is due, if any."""
+        o = t.outbox.c
+        async with self.engine.connect() as conn:
+            due: datetime | None = (await conn.execute(select(func.min(o.next_attempt_at))
+                                                       .where(o.kind == kind,
+                                                              o.sent_at.is_(None)))
+                                    ).scalar_one()
+        return due
+
+    async def mark_sent(self, message_id: int, now: datetime, owner: str | None = None
+                        ) -> bool:
+        """Record the message as sent; False if ``owner`` no longer held it."""
+        o = t.outbox.c
+        held = o.message_id == message_id
+        if owner is not None:
+            held = and_(held, o.lease_owner == owner)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(t.outbox).where(held).values(
+                sent_at=now, attempts=o.attempts + 1, lease_owner=None, lease_until=None))
+        return bool(result.rowcount)
+
+    async def mark_failed(self, message_id: int, error: str, retry_at: datetime,
+                          owner: str | None = None) -> None:
+        o = t.outbox.c
+        held = o.message_id == message_id
+        if owner is not None:
+            held = and_(held, o.lease_owner == owner)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(t.outbox).where(held).values(
+                last_error=error[:200], next_attempt_at=retry_at, attempts=o.attempts + 1,
+                lease_owner=None, lease_until=None))
+
+    async def release_outbox(self, owner: str) -> int:
+        """Give back every message ``owner`` holds unsent (on shutdown), for the others."""
+        o = t.outbox.c
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(t.outbox).where(
+                o.lease_owner == owner, o.sent_at.is_(None)).values(
+                lease_owner=None, lease_until=None))
+        return int(result.rowcount)
 
     # -- credits -----------------------------------------------------------------
 

@@ -134,6 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(gate, default_port=8081)
     _add_gate_options(gate)
 
+    node = sub.add_parser(
+        "signalling", help="run a signalling node (scale-out): rooms in Redis, gate over HTTP",
+        description="Run one signalling node: the /ws WebSocket and the call page at /s/. "
+                    "Any number of nodes share rooms through Redis, so the two parties of "
+                    "a room may be on different nodes; each reaches the gate over HTTP "
+                    "with the API key (its JWKS for token keys). Nodes must share "
+                    "CARECALL_RESUME_SECRET (and the TURN secret). Prints 'carecall "
+                    "listening on http://HOST:PORT' when ready; SIGTERM drains it "
+                    "(sockets get 1001 and resume on another node).")
+    _add_common(node, default_port=8082)
+    node.add_argument("--gate-url", default=_env("CARECALL_GATE_URL"),
+                      help="the gate's base URL, e.g. http://gate:8081 "
+                           "(env CARECALL_GATE_URL; required)")
+    node.add_argument("--redis", default=_env("CARECALL_REDIS_URL"),
+                      help="redis://HOST:PORT[/DB] shared by all nodes "
+                           "(env CARECALL_REDIS_URL; required)")
+    node.add_argument("--api-key", default=_env("CARECALL_API_KEY"),
+                      help="the gate's API key, to ask about rooms and report attendance "
+                           "(env CARECALL_API_KEY; required)")
+    node.add_argument("--var-dir", type=Path,
+                      default=Path(_env("CARECALL_VAR_DIR", str(DEFAULT_VAR_DIR)) or "var"),
+                      help="where this node keeps attendance events the gate has not taken "
+                           "yet; one process at a time (env CARECALL_VAR_DIR; default ./var)")
+
     peer = sub.add_parser(
         "peer", help="join a session headless with a link (QA and CI)",
         description=peer_cli.__doc__, epilog=peer_cli.EPILOG,
@@ -239,11 +263,46 @@ def _smtp_from_env() -> dict[str, Any]:
     }
 
 
-def signalling_config(args: argparse.Namespace) -> SignallingConfig:
+MIN_RESUME_SECRET = 32
+
+
+def _trusted_proxies() -> tuple[str, ...]:
+    """``CARECALL_TRUSTED_PROXIES``, each entry checked now (ValueError names a bad one)."""
+    from signalling.handler import proxy_networks
+
+    entries = split_urls(_env("CARECALL_TRUSTED_PROXIES"))
+    proxy_networks(entries)
+    return entries
+
+
+def _resume_secret(*, required: bool) -> bytes | None:
+    """``CARECALL_RESUME_SECRET``, shared by every signalling node."""
+    value = _env("CARECALL_RESUME_SECRET")
+    if value is None:
+        if required:
+            raise ValueError("CARECALL_RESUME_SECRET must be set for a signalling node: a "
+                             "random string of at least 32 characters shared by all nodes "
+                             "(for example: openssl rand -hex 32)")
+        return None
+    if len(value) < MIN_RESUME_SECRET:
+        raise ValueError(f"CARECALL_RESUME_SECRET must be at least {MIN_RESUME_SECRET} "
+                         f"characters long (got {len(value)})")
+    return value.encode()
+
+
+def signalling_config(args: argparse.Namespace, *, node: bool = False) -> SignallingConfig:
+    redis_url = args.redis or None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://",
+                                                           "unix://")):
+        raise ValueError("--redis must look like redis://HOST:PORT[/DB] (or CARECALL_REDIS_URL)")
     return SignallingConfig(
         public_url=(args.public_url or "").rstrip("/"),
+        redis_url=redis_url,
+        redis_prefix=_env("CARECALL_REDIS_PREFIX", "carecall:") or "carecall:",
+        resume_secret=_resume_secret(required=node),
+        spool_attendance=node,
         extra_origins=split_urls(_env("CARECALL_ALLOWED_ORIGINS")),
-        trusted_proxies=split_urls(_env("CARECALL_TRUSTED_PROXIES")),
+        trusted_proxies=_trusted_proxies(),
         ice=IceConfig(stun_urls=split_urls(_env("CARECALL_STUN_URLS")),
                       turn_urls=split_urls(_env("CARECALL_TURN_URLS")),
                       turn_secret=_env("CARECALL_TURN_SECRET")),
@@ -262,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "peer":
         return peer_cli.main(args)
+    if args.command == "signalling":
+        return _node(args)
     try:
         config = gate_config(args)
         signalling = signalling_config(args) if args.command == "serve" else None
@@ -275,6 +336,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run(config, args.host, args.port, signalling=signalling,
                                    demo=getattr(args, "demo", False)))
+    except vardir.StateError as error:
+        return _fail(str(error), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _node(args: argparse.Namespace) -> int:
+    """``carecall signalling``: check the settings, claim the var dir, serve."""
+    from carecall.node import run_node
+
+    missing = [flag for flag, value in (("--gate-url", args.gate_url), ("--redis", args.redis),
+                                        ("--api-key", args.api_key)) if not value]
+    if missing:
+        return _fail(f"a signalling node needs {', '.join(missing)} (or their environment "
+                     f"variables; see carecall signalling --help)", 2)
+    if not args.gate_url.startswith(("http://", "https://")):
+        return _fail("--gate-url must be an http:// or https:// URL", 2)
+    try:
+        config = signalling_config(args, node=True)
+    except ValueError as error:
+        return _fail(str(error), 2)
+    try:
+        with vardir.claim(config.var_dir, None):
+            return asyncio.run(run_node(config, args.gate_url.rstrip("/"), args.api_key,
+                                        args.host, args.port))
     except vardir.StateError as error:
         return _fail(str(error), 1)
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from booking_gate.appkeys import SERVICE
 from booking_gate.model import (
     AttendanceEvent,
+    Booking,
     BookingId,
     BookingStatus,
     EventId,
@@ -33,8 +34,14 @@ class InProcessGate(GateLink):
 
     async def room(self, room_id: str) -> RoomBooking | None:
         booking = await self._service.room_booking(room_id)
-        if booking is None:
-            return None
+        return None if booking is None else self._room(booking)
+
+    async def rooms(self, room_ids: Sequence[str]) -> dict[str, RoomBooking | None]:
+        found = await self._service.room_bookings(room_ids)
+        return {room_id: self._room(found[room_id]) if room_id in found else None
+                for room_id in room_ids}
+
+    def _room(self, booking: Booking) -> RoomBooking:
         opens_at, closes_at = self._service.tokens.window(booking)
         return RoomBooking(
             room_id=booking.room_id, booking_id=booking.booking_id,
@@ -56,3 +63,6 @@ class InProcessGate(GateLink):
             await listener(room_id, reason)
 
         self._service.room_lock_listeners.append(forward)
+
+    async def close(self) -> None:
+        """Nothing to release: the gate is this process's."""

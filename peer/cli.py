@@ -70,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-frames", type=int, default=1, metavar="N",
                         help="video frames that must be decoded from the other party for "
                              "exit status 0 (default 1)")
+    parser.add_argument("--relay-only", action="store_true",
+                        help="connect only through the TURN relay the server offers, so the "
+                             "other party never learns this machine's address; fails "
+                             "clearly when no TURN server is configured")
     parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
                         help="give up if admission or the media connection takes longer "
                              "(default 60; the other party may join late)")
@@ -221,6 +225,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         peer = Peer(read_link(args), video=args.video, audio=not args.no_audio,
+                    relay_only=args.relay_only,
                     record=args.record, notify=_say)
     except (UsageError, PeerError) as error:
         _say(str(error))

@@ -31,6 +31,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -165,8 +166,8 @@ class Peer:
     """One party of a room. ``async with Peer(link) as peer: await peer.wait_connected()``."""
 
     def __init__(self, link: str, *, video: str = "synthetic", audio: bool = True,
-                 record: str | None = None, notify: Callable[[str], None] | None = None
-                 ) -> None:
+                 record: str | None = None, notify: Callable[[str], None] | None = None,
+                 relay_only: bool = False) -> None:
         self.ws_url, self.room_id, self.token = parse_link(link)
         scheme, _, rest = self.ws_url.partition("://")
         # The server's origin, safe to print: the token is never part of it.
@@ -176,6 +177,8 @@ class Peer:
         self.role: str | None = None
         self.polite = False
         self._video, self._audio, self._record = video, audio, record
+        # Offer only TURN relay candidates: the other party never learns our address.
+        self.relay_only = relay_only
         self._frame_clock = FrameClock()
         self._player: MediaPlayer | None = None
         self._relay = MediaRelay()
@@ -431,6 +434,13 @@ class Peer:
         self._ice = [RTCIceServer(urls=s["urls"], username=s.get("username"),
                                   credential=s.get("credential"))
                      for s in msg.get("ice_servers", [])]
+        if self.relay_only and not any(
+                str(url).startswith(("turn:", "turns:")) for server in self._ice
+                for url in ([server.urls] if isinstance(server.urls, str) else server.urls)):
+            self.failure = PeerError("relay only: the server offers no TURN server, so this "
+                                     "peer cannot connect without showing its address")
+            self._done.set()
+            return
         if msg.get("peer_present") and not self._media_alive() and not self.polite:
             await self._restart(offer=True)
 
@@ -455,7 +465,9 @@ class Peer:
         await self._close_pc()
         if self._closing:
             return
-        pc = self._connections.open(RTCConfiguration(iceServers=self._ice))
+        policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
+        pc = self._connections.open(RTCConfiguration(iceServers=self._ice,
+                                                     iceTransportPolicy=policy))
         self._pc = pc
         self._pending_candidates.clear()
         self._stats.connections += 1

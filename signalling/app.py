@@ -1,9 +1,11 @@
 """Signalling's aiohttp application: ``/ws``, the web client at ``/s/{room_id}``.
 
-``setup_signalling`` mounts it on an existing app (``carecall serve`` shares one app with
-the gate); ``make_app`` builds a standalone one. Background work lives in
-``cleanup_ctx``: the attendance reporter, the grace sweeper and the revalidator that
-closes rooms whose booking was cancelled or moved (within ``revalidate_interval``).
+``setup_signalling`` mounts it on an app: ``carecall serve`` shares one app with the
+gate, ``carecall signalling`` (a scale-out node) has one of its own. Background work
+lives in ``cleanup_ctx``: the room registry (in this process, or Redis when
+``redis_url`` is set), the attendance reporter, the upkeep sweep (grace periods, dead
+nodes) and the revalidator that closes rooms whose booking was cancelled or moved, or
+whose window is over (within ``revalidate_interval``).
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ from signalling.appkeys import (
     RESUME_SECRET,
 )
 from signalling.config import SignallingConfig
-from signalling.errors import CloseCode
+from signalling.errors import CloseCode, GateUnavailable
 from signalling.gate import GateLink
 from signalling.handler import ws_handler
 from signalling.hub import RoomHub
 from signalling.metrics import SignallingMetrics
 from signalling.ratelimit import KeyedLimiter
+from signalling.registry import MemoryRegistry, RoomRegistry
 from signalling.reporter import AttendanceReporter
+from signalling.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +76,36 @@ def load_resume_secret(var_dir: Path) -> bytes:
     return secret
 
 
-async def _every(interval: float, work: Callable[[], Awaitable[None]], what: str) -> None:
-    while True:
-        await asyncio.sleep(interval)
+async def _every(interval: float, work: Callable[[], Awaitable[None]], what: str,
+                 stop: asyncio.Event) -> None:
+    """Run ``work`` every ``interval`` seconds until ``stop`` is set.
+
+    Stopped by the event, not by cancelling: a client library that swallows a
+    cancellation (redis-py's can, inside a command) would leave a cancelled loop running.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()
+        if stop.is_set():
+            return
         try:
             await work()
         except Exception:
             logger.exception("%s failed; continuing", what)
+
+
+async def _finish(tasks: list[asyncio.Task[None]], timeout: float = 10.0) -> None:
+    """Wait for stopping tasks; cancel (again, if need be) what has not ended in time."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(3):
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()
+    if pending:
+        logger.error("%d background tasks did not stop", len(pending))
 
 
 def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateLink, *,
@@ -116,8 +143,16 @@ def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateL
 
     async def revalidate() -> None:
         now = clock()
-        for room_id, booking in app[HUB].rooms():
-            fresh = await gate.room(room_id)
+        opened = app[HUB].rooms()
+        if not opened:
+            return
+        try:
+            current = await gate.rooms([room_id for room_id, _ in opened])
+        except GateUnavailable:
+            logger.warning("the gate is unreachable: open rooms not revalidated this time")
+            return
+        for room_id, booking in opened:
+            fresh = current.get(room_id)
             if fresh is None or fresh.cancelled:
                 await lock_room(room_id, "booking_cancelled")
             elif fresh.changed_at != booking.changed_at:
@@ -127,28 +162,42 @@ def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateL
                                     "this session is over")
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        app[RESUME_SECRET] = load_resume_secret(config.var_dir)
-        reporter = AttendanceReporter(gate)
+        app[RESUME_SECRET] = config.resume_secret or load_resume_secret(config.var_dir)
+        rooms = await _registry(config)
+        spool = Spool.in_var_dir(config.var_dir) if config.spool_attendance else None
+        reporter = AttendanceReporter(gate, spool=spool)
         reporter.start()
         app[REPORTER] = reporter
-        app[HUB] = RoomHub(config.grace, reporter, app[METRICS], clock)
+        app[HUB] = hub = RoomHub(rooms, reporter, app[METRICS], clock)
+        await rooms.start(hub.sockets.deliver)
         gate.on_room_locked(lock_room)
+        stop = asyncio.Event()
         tasks = [
-            asyncio.create_task(_every(config.sweep_interval, app[HUB].sweep, "grace sweep")),
-            asyncio.create_task(_every(config.revalidate_interval, revalidate, "revalidation")),
+            asyncio.create_task(_every(config.sweep_interval, hub.sweep, "upkeep sweep", stop)),
+            asyncio.create_task(_every(config.revalidate_interval, revalidate, "revalidation",
+                                       stop)),
         ]
         yield
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        stop.set()
+        await _finish(tasks)
+        await rooms.close()
         await reporter.close()
+        await gate.close()
 
     async def going_away(app: web.Application) -> None:
         await app[HUB].shutdown()
 
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(going_away)
+
+
+async def _registry(config: SignallingConfig) -> RoomRegistry:
+    if config.redis_url is None:
+        return MemoryRegistry(config.grace)
+    from signalling.registry_redis import RedisRegistry
+
+    return await RedisRegistry.connect(config.redis_url, grace=config.grace,
+                                       prefix=config.redis_prefix, node_ttl=config.node_ttl)
 
 
 def make_app(config: SignallingConfig, gate: GateLink, *,

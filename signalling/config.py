@@ -33,3 +33,14 @@ class SignallingConfig:
     trusted_proxies: tuple[str, ...] = ()
     revalidate_interval: float = 2.0
     sweep_interval: float = 1.0
+    # Rooms shared by signalling nodes in Redis (None: in this process only), and the
+    # key prefix this deployment's keys and channels carry there.
+    redis_url: str | None = None
+    redis_prefix: str = "carecall:"
+    # A node silent in Redis for this long is dead: another cleans up after it.
+    node_ttl: timedelta = timedelta(seconds=10)
+    # Shared by every node (CARECALL_RESUME_SECRET), so a party resumes on any of them;
+    # None: a secret kept in var/resume_secret (one node).
+    resume_secret: bytes | None = None
+    # Keep attendance events in var/ until the gate has them (a node apart from the gate).
+    spool_attendance: bool = False

@@ -8,7 +8,11 @@
     ├── UnknownRoom         4404
     ├── HelloTimeout        4408
     ├── OutsideWindow       4410 too early or over
-    └── RateLimited         4429
+    ├── RateLimited         4429
+    ├── GateUnavailable     1013 the gate cannot be reached now: try again later
+    └── RoomsUnavailable    1013 the shared room store (Redis) cannot be reached now
+
+    GateRefused             not a refusal of a client: the gate answered a report with 4xx
 
 ``code`` is the stable machine code sent in ``{"type": "error", "code", "message"}``.
 """
@@ -24,6 +28,7 @@ class CloseCode(enum.IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # RFC 6455 registry; not a contract code: clients retry it
     MALFORMED = 4400
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
@@ -82,3 +87,28 @@ class OutsideWindow(SignallingError):
 class RateLimited(SignallingError):
     close_code = CloseCode.RATE_LIMITED
     default_code = "rate_limited"
+
+
+class GateUnavailable(SignallingError):
+    """The gate did not answer (down, unreachable, 5xx, timed out). A join that needs its
+    word is closed with 1013 and retried by the client; open rooms carry on."""
+
+    close_code = CloseCode.TRY_AGAIN_LATER
+    default_code = "gate_unavailable"
+
+
+class RoomsUnavailable(SignallingError):
+    """Redis, where the rooms of a scale-out deployment live, did not answer in time.
+    A join is closed with 1013 (the client retries); a relay is refused with an error and
+    the connection stays open; media between the peers is not affected."""
+
+    close_code = CloseCode.TRY_AGAIN_LATER
+    default_code = "rooms_unavailable"
+
+
+class GateRefused(Exception):
+    """The gate answered a request with a 4xx: sending it again will not help."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"the gate refused the request: {status} {code}")
+        self.status, self.code = status, code

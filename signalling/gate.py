@@ -44,8 +44,15 @@ LockListener = Callable[[str, str], Awaitable[None]]  # (room_id, reason)
 
 
 class GateLink(Protocol):
+    """What signalling asks of the gate. Every method may raise ``GateUnavailable`` (the
+    gate cannot be reached now: try again later); ``report`` may also raise
+    ``GateRefused`` (the gate answered that these events will never be stored)."""
+
     async def room(self, room_id: str) -> RoomBooking | None:
         """The booking behind ``room_id``, or None if the gate knows no such room."""
+
+    async def rooms(self, room_ids: Sequence[str]) -> dict[str, RoomBooking | None]:
+        """``room`` for many rooms at once (the periodic revalidation of open rooms)."""
 
     async def report(self, events: Sequence[AttendanceReport]) -> None:
         """Store attendance events (idempotent by id); raise if they were not stored."""
@@ -61,3 +68,6 @@ class GateLink(Protocol):
 
     def on_room_locked(self, listener: LockListener) -> None:
         """Hear at once when a booking is cancelled or rescheduled (where supported)."""
+
+    async def close(self) -> None:
+        """Release what the link holds (connections to the gate)."""

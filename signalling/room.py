@@ -6,6 +6,8 @@ Invariants:
 - a party that drops is AWAY for at most ``grace``; coming back in time keeps one
   continuous attendance interval (no LEFT/JOINED pair is reported);
 - only ``bye``, the grace running out, or a kick close an attendance interval;
+- connection ids name the node that holds the socket (``node_of``), so a room shared by
+  several nodes (a registry in Redis) knows where each party is;
 - ``polite`` is never given to a peer that cannot roll back an offer, except between
   two such peers, where the client is marked polite to mean "wait for the offer":
   it never offers, so it never needs a rollback.
@@ -23,6 +25,14 @@ from typing import Any
 from signalling.errors import CloseCode
 
 GRACE = timedelta(seconds=30)
+
+# ``<node>:<number>``: which signalling node holds the socket, and which one it is there.
+ConnectionId = str
+
+
+def node_of(connection: ConnectionId) -> str:
+    """The node that holds ``connection``."""
+    return connection.partition(":")[0]
 
 
 class Role(enum.StrEnum):
@@ -80,7 +90,7 @@ class Send:
 class Close:
     """Close a connection, telling it why first (an ``error`` message)."""
 
-    connection: int
+    connection: ConnectionId
     code: CloseCode
     error_code: str
     message: str
@@ -102,7 +112,7 @@ Effect = Send | Close | Attend
 @dataclass(slots=True)
 class Party:
     state: PartyState = PartyState.ABSENT
-    connection: int | None = None
+    connection: ConnectionId | None = None
     session_id: str | None = None
     can_rollback: bool = True
     away_since: datetime | None = None
@@ -120,11 +130,11 @@ class Room:
     def state(self, role: Role) -> PartyState:
         return self.parties[role].state
 
-    def connection(self, role: Role) -> int | None:
+    def connection(self, role: Role) -> ConnectionId | None:
         party = self.parties[role]
         return party.connection if party.state is PartyState.PRESENT else None
 
-    def role_of(self, connection: int) -> Role | None:
+    def role_of(self, connection: ConnectionId) -> Role | None:
         for role, party in self.parties.items():
             if party.connection == connection and party.state is PartyState.PRESENT:
                 return role
@@ -150,6 +160,36 @@ class Room:
                  if p.state is PartyState.AWAY and p.away_since is not None]
         return min(times) if times else None
 
+    def nodes(self) -> set[str]:
+        """The nodes holding a connection of this room."""
+        return {node_of(p.connection) for p in self.parties.values()
+                if p.state is PartyState.PRESENT and p.connection is not None}
+
+    # -- state, for a registry shared by nodes -------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the room knows, as JSON-ready data (``from_state`` reads it back)."""
+        return {"room_id": self.room_id, "grace": self.grace.total_seconds(),
+                "parties": {role.value: {
+                    "state": p.state.value, "connection": p.connection,
+                    "session_id": p.session_id, "can_rollback": p.can_rollback,
+                    "away_since": None if p.away_since is None else p.away_since.isoformat(),
+                    "media_connected": p.media_connected,
+                } for role, p in self.parties.items()}}
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> Room:
+        parties = {}
+        for role in Role:
+            raw = data["parties"][role.value]
+            away = raw["away_since"]
+            parties[role] = Party(
+                state=PartyState(raw["state"]), connection=raw["connection"],
+                session_id=raw["session_id"], can_rollback=bool(raw["can_rollback"]),
+                away_since=None if away is None else datetime.fromisoformat(away),
+                media_connected=bool(raw["media_connected"]))
+        return cls(data["room_id"], timedelta(seconds=data["grace"]), parties)
+
     # -- transitions -----------------------------------------------------------------
 
     def _move(self, role: Role, event: Event) -> PartyState:
@@ -161,7 +201,7 @@ class Room:
         old, party.state = party.state, new
         return old
 
-    def join(self, role: Role, connection: int, session_id: str, can_rollback: bool,
+    def join(self, role: Role, connection: ConnectionId, session_id: str, can_rollback: bool,
              resumed: bool, now: datetime) -> list[Effect]:
         party = self.parties[role]
         previous_connection = party.connection
@@ -181,7 +221,7 @@ class Room:
                 "resumed": resumed}))
         return effects
 
-    def drop(self, role: Role, connection: int, now: datetime) -> list[Effect]:
+    def drop(self, role: Role, connection: ConnectionId, now: datetime) -> list[Effect]:
         """The connection was lost without a ``bye``; ignored if already replaced."""
         party = self.parties[role]
         if party.connection != connection or party.state is not PartyState.PRESENT:
@@ -190,7 +230,16 @@ class Room:
         party.away_since, party.connection = now, None
         return self._tell_other(role, "dropped")
 
-    def bye(self, role: Role, connection: int, now: datetime) -> list[Effect]:
+    def drop_node(self, node: str, since: datetime) -> list[Effect]:
+        """Every connection held by ``node`` was lost at ``since`` (the node died)."""
+        effects: list[Effect] = []
+        for role, party in self.parties.items():
+            if (party.state is PartyState.PRESENT and party.connection is not None
+                    and node_of(party.connection) == node):
+                effects += self.drop(role, party.connection, since)
+        return effects
+
+    def bye(self, role: Role, connection: ConnectionId, now: datetime) -> list[Effect]:
         party = self.parties[role]
         if party.connection != connection:
             return []

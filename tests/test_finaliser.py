@@ -147,3 +147,28 @@ async def test_final_is_final_when_events_arrive_later(
     response = await gate.get("/api/v1/attendance", headers=AUTH, params={
         "from": start.isoformat(), "to": (start + timedelta(hours=1)).isoformat()})
     assert [item["outcome"] for item in (await response.json())["items"]] == [final["outcome"]]
+
+
+async def test_a_gate_just_started_waits_for_the_nodes_before_finalising(
+        gate: GateClient, clock: FakeClock) -> None:
+    """Right after start (the gate was away while the window closed), a record the window's
+    end would finalise stays pending for SETTLE_AFTER_START; a report a node delivers
+    meanwhile still counts; afterwards the record is final with it."""
+    from booking_gate.service import SETTLE_AFTER_START
+
+    start = await book(gate, clock)
+    await ingest(gate, ("p-in", "professional", "joined", start),
+                 ("c-in", "client", "joined", start + timedelta(minutes=1)),
+                 ("p-media", "professional", "media_connected", start + timedelta(minutes=1)),
+                 ("c-out", "client", "left", start + timedelta(minutes=MINUTES)))
+    service = service_of(gate)
+    # The window closed while the gate was away; it has just started again.
+    clock.now = start + timedelta(minutes=MINUTES) + OVERRUN + timedelta(minutes=5)
+    service.settled_at = clock.now + SETTLE_AFTER_START
+    assert await service.finalize_due() == 0
+    pending = await attendance(gate)
+    assert (pending["status"], pending["outcome"]) == ("pending", None)
+    await ingest(gate, ("p-out", "professional", "left", start + timedelta(minutes=MINUTES + 1)))
+    final = await attendance(gate)  # both gone: final at once
+    assert (final["status"], final["outcome"]) == ("final", "completed")
+    assert final["parties"]["professional"]["intervals"][0]["to"] is not None

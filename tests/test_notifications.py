@@ -308,7 +308,8 @@ async def test_flush_is_bounded_and_keeps_what_it_could_not_send(
         started = asyncio.get_running_loop().time()
         await mailer.flush(timeout=0.5)
         assert asyncio.get_running_loop().time() - started < 3
-        assert len(await gate.app[SERVICE].store.due_outbox("email", clock.now)) == 2
+        # Unsent (the background pass may still hold them while its SMTP call hangs).
+        assert await gate.app[SERVICE].store.unsent_outbox("email") == 2
     finally:
         for writer in writers:
             writer.close()
@@ -392,3 +393,31 @@ def test_times_are_in_each_recipients_own_time_zone() -> None:
         "carecall session booked: Mon 30 Nov 2026, 18:30 (America/New_York)")
     assert str(pro_mail.payload["subject"]) == (
         "carecall session booked: Tue 1 Dec 2026, 00:30 (Europe/Oslo)")
+
+
+async def test_claims_give_each_message_to_one_sender_until_its_lease_ends(
+        gate: GateClient, clock: FakeClock) -> None:
+    """Two senders claiming at once share the due emails without overlap; a lease that ran
+    out, or a release, gives a message to the other; only its holder can mark it sent."""
+    store = gate.app[SERVICE].store
+    await gate.app[MAILER].close()  # the app's own mailer must not take part
+    await seed_people(gate, credits=6)
+    for number in range(6):
+        await book(gate, clock, f"b-{number}", days=2 + number)
+    lease = timedelta(minutes=2)
+    first, second = await asyncio.gather(
+        store.claim_outbox("email", "one", clock.now, lease, 8),
+        store.claim_outbox("email", "two", clock.now, lease, 8))
+    ids_one, ids_two = {m[0] for m in first}, {m[0] for m in second}
+    assert not ids_one & ids_two and len(ids_one | ids_two) == 12
+    assert await store.claim_outbox("email", "three", clock.now, lease, 50) == []
+    taken = sorted(ids_one)[0] if ids_one else sorted(ids_two)[0]
+    holder, other = ("one", "two") if ids_one else ("two", "one")
+    assert not await store.mark_sent(taken, clock.now, other)
+    assert await store.mark_sent(taken, clock.now, holder)
+    assert await store.release_outbox("one") == len(ids_one) - (holder == "one")
+    again = await store.claim_outbox("email", "three", clock.now, lease, 50)
+    assert {m[0] for m in again} == ids_one - {taken}
+    later = await store.claim_outbox("email", "four", clock.now + lease, lease, 50)
+    assert {m[0] for m in later} == (ids_one | ids_two) - {taken}
+    assert await store.unsent_outbox("email") == 11

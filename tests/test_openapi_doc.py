@@ -30,8 +30,14 @@ from booking_gate.model import (
     Source,
 )
 from booking_gate.openapi import openapi_document
-from booking_gate.service import booking_json, client_json, credits_json, professional_json
-from booking_gate.tokens import public_jwk
+from booking_gate.service import (
+    booking_json,
+    client_json,
+    credits_json,
+    professional_json,
+    signalling_room_json,
+)
+from booking_gate.tokens import TokenIssuer, public_jwk
 from booking_gate.validation import Body, parse_availability
 
 DOC = openapi_document("https://gate.example/")
@@ -66,6 +72,8 @@ EXPECTED = {
     ("/api/v1/clients/{client_id}/credits/history", "get"),
     ("/api/v1/professionals/{professional_id}/calendar-url", "get"),
     ("/api/v1/professionals/{professional_id}/calendar.ics", "get"),
+    ("/api/v1/signalling/rooms/{room_id}", "get"),
+    ("/api/v1/signalling/rooms", "post"),
 }
 JOIN_TOKEN = {"/api/v1/rooms/{room_id}/next-slots", "/api/v1/rooms/{room_id}/next-booking"}
 STARTS = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -145,8 +153,8 @@ def test_request_bodies_refuse_unknown_fields() -> None:
     for _, _, op in operations():
         if "requestBody" in op:
             check(op["requestBody"]["content"]["application/json"]["schema"])
-    # 12 bodies plus availability windows and events
-    assert len(seen) == 14
+    # 13 bodies plus availability windows and events
+    assert len(seen) == 15
 
 
 def test_security_is_global_except_for_public_endpoints() -> None:
@@ -199,6 +207,26 @@ def test_service_responses_match_their_schemas() -> None:
                                               None, STARTS)))
     assert_valid("Credits", credits_json(CreditAccount(ClientId("c-1"), HubId("acme"), 3, 1)))
     assert_valid("Jwks", {"keys": [public_jwk(Ed25519PrivateKey.generate().public_key())]})
+
+
+def test_signalling_rooms_match_their_schemas() -> None:
+    """A room as signalling nodes get it, alone and in a batch with an unknown one, fits."""
+    issuer = TokenIssuer(Ed25519PrivateKey.generate(), timedelta(minutes=15),
+                         timedelta(minutes=15))
+    for b in (booking(), booking(cancelled=True)):
+        room = signalling_room_json(b, issuer.window(b))
+        assert_valid("SignallingRoom", room)
+        assert_valid("SignallingRooms", {"rooms": {"r-1": room, "r-unknown": None}})
+    assert not validator("SignallingRooms").is_valid({"rooms": {"r-1": {"room_id": "r-1"}}})
+    assert_valid("SignallingRoomsInput", {"room_ids": ["r-1", "r-2"]})
+    assert not validator("SignallingRoomsInput").is_valid({"room_ids": []})
+    assert not validator("SignallingRoomsInput").is_valid({"room_ids": ["r"] * 1001})
+
+
+def test_jwks_documents_its_cache_lifetime() -> None:
+    """The JWKS answer documents its Cache-Control header (signalling nodes cache by it)."""
+    ok = DOC["paths"]["/.well-known/jwks.json"]["get"]["responses"]["200"]
+    assert "max-age" in ok["headers"]["Cache-Control"]["description"]
 
 
 def test_attendance_records_match_their_schema() -> None:

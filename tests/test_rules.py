@@ -436,6 +436,19 @@ def test_status(
     assert (record.status, record.outcome) == (status, outcome)
 
 
+def test_an_unsettled_gate_waits_for_late_reports_but_not_for_departures() -> None:
+    """Not settled (just started): a window that has ended leaves the record pending (a
+    node may still deliver what it saw), while both parties gone after the end is final."""
+    one_left = timeline((PRO, JOINED, at(10, 0)), (CLI, JOINED, at(10, 0)),
+                        (PRO, MEDIA, at(10, 1)), (CLI, LEFT, at(10, 50)))
+    late = at(12, 0)
+    assert evaluate(booking(), one_left, late, WINDOWS).status is RecordStatus.FINAL
+    waiting = evaluate(booking(), one_left, late, WINDOWS, settled=False)
+    assert (waiting.status, waiting.outcome) == (RecordStatus.PENDING, None)
+    both_left = evaluate(booking(), timeline(*FULL_SESSION), late, WINDOWS, settled=False)
+    assert (both_left.status, both_left.outcome) == (RecordStatus.FINAL, Outcome.COMPLETED)
+
+
 def test_pending_record_has_no_outcome_and_says_when_final() -> None:
     """A pending record is not billable, has no payer and names its latest final time."""
     events = timeline((PRO, JOINED, at(10, 0)), (CLI, JOINED, at(10, 0)), (PRO, MEDIA, at(10, 0)))

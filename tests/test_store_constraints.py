@@ -7,17 +7,27 @@ stands between them and an overlap.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_gate.db import schema as t
 from booking_gate.db.engine import create_engine, migrate
+
+
+def _script_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "booking_gate:migrations")
+    return config
+
 
 START = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -151,3 +161,20 @@ async def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Any) -> None:
     finally:
         await engine.dispose()
     assert (str(journal).lower(), synchronous, foreign_keys) == ("wal", 2, 1)
+
+
+@pytest.mark.postgres
+async def test_gates_starting_together_migrate_one_database_once(postgres_url: str) -> None:
+    """Four engines migrating a fresh PostgreSQL database at once all succeed (one migrates,
+    the others wait on the advisory lock) and the schema ends at the newest revision."""
+    engines = [create_engine(postgres_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(migrate(engine) for engine in engines))
+        async with engines[0].connect() as conn:
+            versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))
+                        ).scalars().all()
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    heads = ScriptDirectory.from_config(_script_config()).get_heads()
+    assert list(versions) == heads

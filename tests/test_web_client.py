@@ -137,10 +137,9 @@ def professional_connection(service: GateClient) -> Any:
     """The professional's signalling connection as the server holds it (or None)."""
     from signalling.appkeys import HUB
 
-    for entry in service.server.app[HUB]._rooms.values():
-        for conn in entry.connections.values():
-            if conn.role.value == "professional":
-                return conn
+    for conn in service.server.app[HUB].sockets.connections():
+        if conn.role.value == "professional":
+            return conn
     return None
 
 

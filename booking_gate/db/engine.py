@@ -125,7 +125,16 @@ def _alembic_config(connection: Connection) -> Config:
     return cfg
 
 
+# Any fixed 64-bit number, the same in every gate process: "carecall" in ASCII.
+MIGRATION_LOCK = 0x6361726563616C6C
+
+
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several gate processes may start at once on one database: one migrates, the
+        # others wait here and then find the schema at head. A transaction-level lock,
+        # released by the commit that ends the migration (or by a crash).
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     command.upgrade(_alembic_config(connection), "head")
 
 
@@ -147,7 +156,7 @@ def _reason(error: BaseException) -> str:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (idempotent).
+    """Bring the schema to the newest revision (idempotent, and safe to run concurrently).
 
     Raises ``DatabaseUnavailable`` when the database cannot be reached, refuses the
     login, does not exist or cannot be written.

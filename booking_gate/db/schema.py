@@ -186,6 +186,10 @@ outbox = Table(
     Column("attempts", Integer, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
     Column("last_error", String(200), nullable=True),
+    # Revision 0004: the gate process sending the message now, until when (a lease: a
+    # process that dies mid-send leaves it to the others once the lease runs out).
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
     Index("ix_outbox_due", "sent_at", "next_attempt_at"),
 )
 
