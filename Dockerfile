@@ -6,7 +6,9 @@
 #
 # The default command runs everything in one process with SQLite, listening on
 # all interfaces; keys and the database live in /var/lib/carecall/var (mount a
-# volume there so they survive the container).
+# volume there so they survive the container). docker-compose.yml also runs
+# deploy/tls-cert.sh in this image, which needs the openssl command (Debian's
+# ca-certificates brings it; the build checks that it is there).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,7 +25,8 @@ COPY carecall/ carecall/
 COPY signalling/ signalling/
 COPY peer/ peer/
 COPY web_client/ web_client/
-RUN pip install . \
+RUN openssl version \
+    && pip install . \
     && useradd --system --uid 10001 --user-group --create-home \
         --home-dir /var/lib/carecall carecall
 

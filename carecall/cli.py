@@ -26,7 +26,6 @@ from booking_gate.config import (
 from booking_gate.db.engine import async_url, check_sqlite_folder, sqlite_path
 from booking_gate.tokens import load_or_create_key
 from carecall import vardir
-from carecall.serve import run
 from peer import cli as peer_cli
 from signalling.app import load_resume_secret
 from signalling.config import SignallingConfig
@@ -269,6 +268,15 @@ def _smtp_from_env() -> dict[str, Any]:
 MIN_RESUME_SECRET = 32
 
 
+def _trusted_proxies() -> tuple[str, ...]:
+    """``CARECALL_TRUSTED_PROXIES``, each entry checked now (ValueError names a bad one)."""
+    from signalling.handler import proxy_networks
+
+    entries = split_urls(_env("CARECALL_TRUSTED_PROXIES"))
+    proxy_networks(entries)
+    return entries
+
+
 def _resume_secret(*, required: bool) -> bytes | None:
     """``CARECALL_RESUME_SECRET``, shared by every signalling node."""
     value = _env("CARECALL_RESUME_SECRET")
@@ -296,7 +304,7 @@ def signalling_config(args: argparse.Namespace, *, node: bool = False) -> Signal
         resume_secret=_resume_secret(required=node),
         spool_attendance=node,
         extra_origins=split_urls(_env("CARECALL_ALLOWED_ORIGINS")),
-        trusted_proxies=split_urls(_env("CARECALL_TRUSTED_PROXIES")),
+        trusted_proxies=_trusted_proxies(),
         ice=IceConfig(stun_urls=split_urls(_env("CARECALL_STUN_URLS")),
                       turn_urls=split_urls(_env("CARECALL_TURN_URLS")),
                       turn_secret=_env("CARECALL_TURN_SECRET")),
@@ -326,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with vardir.claim(config.var_dir, sqlite_path(config.db_url)):
             config = dataclasses.replace(config, api_key=_api_key(args.api_key, config.var_dir))
             _load_keys(config, serve=signalling is not None)
+            from carecall.serve import run  # not imported for `peer`: it starts faster
+
             return asyncio.run(run(config, args.host, args.port, signalling=signalling,
                                    demo=getattr(args, "demo", False)))
     except vardir.StateError as error:

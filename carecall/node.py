@@ -23,6 +23,7 @@ from carecall.serve import bind
 from signalling.app import setup_signalling
 from signalling.appkeys import HUB, METRICS
 from signalling.config import SignallingConfig
+from signalling.errors import RoomsUnavailable
 from signalling.gate_http import HttpGate
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def build_node(config: SignallingConfig, gate_url: str, api_key: str) -> web.App
     async def healthz(request: web.Request) -> web.Response:
         try:
             await request.app[HUB].registry.heartbeat()
-        except (RedisError, OSError):
+        except RoomsUnavailable:
             return web.json_response({"status": "unavailable", "redis": "down"}, status=503)
         return web.json_response({"status": "ok"})
 

@@ -6,6 +6,9 @@ opposite a browser. Negotiation rule (docs/protocol.md): once both parties are p
 the impolite one offers. When the signalling socket drops it reconnects with ``resume``
 and backoff while media keeps flowing; when the media path fails the impolite side
 builds a new peer connection and offers again.
+
+Every peer connection comes from one owner, ``peer.connections.Connections``, which closes
+each one completely even when the task that asked for the close is cancelled.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +31,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -34,18 +41,37 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, certificate_digest
 from aiortc.sdp import candidate_from_sdp
 from av import VideoFrame
 
+from peer.connections import Connections
 from peer.media import FrameClock, SyntheticVideoTrack, ToneAudioTrack, read_counter
 from peer.verification import COMMIT, REVEAL, VerificationError, Verifier
+from signalling.errors import CloseCode
 from signalling.messages import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
 
 # Close codes after which trying again cannot help.
-FATAL_CLOSE_CODES = {1008, 1009, 4400, 4401, 4403, 4404, 4408, 4409, 4410, 4429}
+FATAL_CLOSE_CODES = frozenset({
+    CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG, CloseCode.MALFORMED,
+    CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.UNKNOWN_ROOM,
+    CloseCode.HELLO_TIMEOUT, CloseCode.REPLACED, CloseCode.OUTSIDE_WINDOW,
+    CloseCode.RATE_LIMITED})
+# How long leaving may wait for the peer connections to close.
+CLOSE_TIMEOUT = 5.0
+# How long leaving waits for a signalling socket that is coming back, to say bye on it.
+BYE_WAIT = 2.0
+# Reconnection backoff: first delay, and the longest.
+BACKOFF_FIRST, BACKOFF_MAX = 0.25, 4.0
 
 
 class PeerError(Exception):
     """Why the peer gave up, as one line (``refused: 4403 booking_cancelled``)."""
+
+
+class SessionEnded(PeerError):
+    """The server closed the room at its scheduled end (4410 after admission).
+
+    A normal end of the session, not a failure: the caller decides by what it received.
+    """
 
 
 def _now() -> datetime:
@@ -61,6 +87,8 @@ class PeerStats:
     admitted_at: datetime | None = None
     connected_at: datetime | None = None
     first_frame_at: datetime | None = None
+    # When the peer began to leave (diagnostic: the process exits within 10 s of it).
+    left_at: datetime | None = None
     frames_received: int = 0
     frames_sent: int = 0
     audio_frames_received: int = 0
@@ -78,6 +106,7 @@ class PeerStats:
             "admitted_at": _rfc3339(self.admitted_at),
             "connected_at": _rfc3339(self.connected_at),
             "first_frame_at": _rfc3339(self.first_frame_at),
+            "left_at": _rfc3339(self.left_at),
             "frames_received": self.frames_received, "frames_sent": self.frames_sent,
             "audio_frames_received": self.audio_frames_received,
             "verification_code": self.verification_code,
@@ -100,6 +129,25 @@ def parse_link(link: str) -> tuple[str, str, str]:
     return f"{scheme}://{parts.netloc}{base}/ws?room={quote(room)}", room, token
 
 
+def describe_failure(error: BaseException) -> str:
+    """Why a signalling connection could not be made, in a few words (no addresses)."""
+    if isinstance(error, aiohttp.WSServerHandshakeError):
+        return f"HTTP {error.status} instead of a WebSocket"
+    if isinstance(error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(error, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    cause = error.os_error if isinstance(error, aiohttp.ClientConnectorError) else error
+    if isinstance(cause, OSError) and isinstance(cause.errno, int) and cause.errno > 0:
+        # os.strerror, not the exception's text: that one names the address.
+        return os.strerror(cause.errno).lower()
+    return type(error).__name__
+
+
 def _fingerprints(pc: RTCPeerConnection) -> tuple[str, str] | None:
     """(local, remote) SHA-256 fingerprints of the DTLS certificates used on the wire."""
     for transceiver in pc.getTransceivers():
@@ -118,16 +166,24 @@ class Peer:
     """One party of a room. ``async with Peer(link) as peer: await peer.wait_connected()``."""
 
     def __init__(self, link: str, *, video: str = "synthetic", audio: bool = True,
-                 record: str | None = None) -> None:
+                 record: str | None = None, notify: Callable[[str], None] | None = None,
+                 relay_only: bool = False) -> None:
         self.ws_url, self.room_id, self.token = parse_link(link)
+        scheme, _, rest = self.ws_url.partition("://")
+        # The server's origin, safe to print: the token is never part of it.
+        self.origin = f"{'https' if scheme == 'wss' else 'http'}://{rest.split('/', 1)[0]}"
+        self._notify = notify or logger.info
         self._stats = PeerStats()
         self.role: str | None = None
         self.polite = False
         self._video, self._audio, self._record = video, audio, record
+        # Offer only TURN relay candidates: the other party never learns our address.
+        self.relay_only = relay_only
         self._frame_clock = FrameClock()
         self._player: MediaPlayer | None = None
         self._relay = MediaRelay()
         self._recorder: MediaRecorder | None = None
+        self._connections = Connections()
         self._pc: RTCPeerConnection | None = None
         self._pending_candidates: list[dict[str, Any]] = []
         self._verifier: Verifier | None = None
@@ -140,7 +196,11 @@ class Peer:
         self._closing = False
         self._lock = asyncio.Lock()
         self.failure: PeerError | None = None
+        # Why the last signalling connection attempt failed, while it keeps failing.
+        self._unreachable: str | None = None
         self._admitted = asyncio.Event()
+        # Set while the current signalling socket has been welcomed (bye can be said).
+        self._welcomed = asyncio.Event()
         self._connected = asyncio.Event()
         self._done = asyncio.Event()
         self._last_frame: float | None = None
@@ -158,28 +218,53 @@ class Peer:
     async def start(self) -> None:
         if self._video != "synthetic":
             self._player = MediaPlayer(self._video)
-        self._session = aiohttp.ClientSession()
+        # No overall deadline on the WebSocket (it lives for the whole session), but a
+        # bounded connect, so an unreachable server is reported and retried.
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=10.0))
         self._task = asyncio.create_task(self._signalling_loop())
+        self._task.add_done_callback(self._signalling_ended)
 
-    async def _wait(self, event: asyncio.Event, timeout: float, what: str) -> None:
-        waiter = asyncio.create_task(event.wait())
-        done = asyncio.create_task(self._done.wait())
+    def _signalling_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        # The type and where, not the text: an SDP parse error may quote the SDP.
+        where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        logger.error("signalling failed: %s at %s:%s", type(error).__name__,
+                     where.name if where else "?", where.lineno if where else "?")
+        if self.failure is None:
+            self.failure = PeerError(f"signalling failed: {type(error).__name__}")
+        self._done.set()
+
+    async def _wait(self, event: asyncio.Event, timeout: float, what: str,
+                    stop: asyncio.Event | None) -> None:
+        waiters = {asyncio.create_task(event.wait()), asyncio.create_task(self._done.wait())}
+        if stop is not None:
+            waiters.add(asyncio.create_task(stop.wait()))
         try:
-            await asyncio.wait({waiter, done}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiter.cancel()
-            done.cancel()
+            for waiter in waiters:
+                waiter.cancel()
         if self.failure is not None:
             raise self.failure
         if not event.is_set():
+            if stop is not None and stop.is_set():
+                raise PeerError(f"stopped while waiting for {what}")
+            if self._unreachable is not None:
+                raise PeerError(self._unreachable)
             raise PeerError(f"timed out after {timeout:g} s waiting for {what}")
 
-    async def wait_admitted(self, timeout: float = 30.0) -> None:
-        await self._wait(self._admitted, timeout, "admission")
+    async def wait_admitted(self, timeout: float = 30.0, *,
+                            stop: asyncio.Event | None = None) -> None:
+        await self._wait(self._admitted, timeout, "admission", stop)
 
-    async def wait_connected(self, timeout: float = 60.0) -> None:
-        await self._wait(self._connected, timeout, "the media connection")
+    async def wait_connected(self, timeout: float = 60.0, *,
+                             stop: asyncio.Event | None = None) -> None:
+        await self._wait(self._connected, timeout, "the media connection", stop)
 
     async def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -205,12 +290,22 @@ class Peer:
 
     async def leave(self) -> None:
         """Say ``bye`` (closing the attendance interval at once) and close everything."""
+        if self._stats.left_at is None:
+            self._stats.left_at = _now()
+        reconnecting = self._task is not None and not self._task.done() \
+            and self._admitted.is_set() and not self._closing
+        if reconnecting and not self._welcomed.is_set():
+            # Without bye the attendance interval stays open for the 30 s grace.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BYE_WAIT):
+                    await self._welcomed.wait()
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self._ws.send_str(json.dumps({"type": "bye"}))
         await self.close()
 
     async def close(self) -> None:
+        """Close the socket, every peer connection and every task; safe to call twice."""
         self._closing = True
         if self._ws is not None:
             await self._ws.close()
@@ -218,7 +313,15 @@ class Peer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._close_pc()
+        # Closes that the signalling task had begun go on to their end (Connections).
+        self._pc = None
+        self._verifier = None
+        await self._connections.close_all(CLOSE_TIMEOUT)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
         if self._recorder is not None:
             await self._recorder.stop()
             self._recorder = None
@@ -246,15 +349,17 @@ class Peer:
 
     async def _signalling_loop(self) -> None:
         assert self._session is not None
-        backoff = 0.25
+        backoff = BACKOFF_FIRST
         last_error: dict[str, Any] = {}
         while not self._closing:
             close_code: int | None = None
+            unreachable: str | None = None
             try:
                 async with self._session.ws_connect(
                         self.ws_url, heartbeat=10.0, max_msg_size=MAX_MESSAGE_BYTES,
-                        autoclose=True) as ws:
+                        autoclose=True, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:
                     self._ws = ws
+                    self._unreachable = None
                     hello: dict[str, Any] = {"type": "hello", "token": self.token,
                                              "agent": "aiortc", "can_rollback": False}
                     if self._resume and self._media_alive():
@@ -267,25 +372,34 @@ class Peer:
                         if data.get("type") == "error":
                             last_error = data
                         if data.get("type") == "welcome":
-                            backoff = 0.25
+                            backoff = BACKOFF_FIRST
                         await self._on_message(data)
                     close_code = ws.close_code
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
-                logger.debug("signalling connection failed: %s", type(error).__name__)
+                unreachable = f"cannot reach {self.origin}: {describe_failure(error)}"
             finally:
                 self._ws = None
+                self._welcomed.clear()
             if self._closing:
                 return
             if close_code in FATAL_CLOSE_CODES:
                 reason = last_error.get("code", "closed")
-                verb = "refused" if not self._admitted.is_set() else "closed"
-                self.failure = PeerError(f"{verb}: {close_code} {reason}")
+                if not self._admitted.is_set():
+                    self.failure = PeerError(f"refused: {close_code} {reason}")
+                elif close_code == CloseCode.OUTSIDE_WINDOW:
+                    self.failure = SessionEnded(f"closed: {close_code} {reason}")
+                else:
+                    self.failure = PeerError(f"closed: {close_code} {reason}")
                 self._done.set()
                 return
-            self._stats.reconnects += 1
+            if unreachable is not None:
+                self._unreachable = unreachable
+                self._notify(f"{unreachable}; retrying in {backoff:g} s")
+            if self._admitted.is_set():
+                self._stats.reconnects += 1
             self._stats.events.append(f"signalling lost ({close_code}); reconnecting")
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 4.0)
+            backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -314,11 +428,19 @@ class Peer:
         if self._stats.admitted_at is None:
             self._stats.admitted_at = _now()
         self._admitted.set()
+        self._welcomed.set()
         self.role, self.polite = msg["role"], bool(msg["polite"])
         self._resume = msg.get("resume")
         self._ice = [RTCIceServer(urls=s["urls"], username=s.get("username"),
                                   credential=s.get("credential"))
                      for s in msg.get("ice_servers", [])]
+        if self.relay_only and not any(
+                str(url).startswith(("turn:", "turns:")) for server in self._ice
+                for url in ([server.urls] if isinstance(server.urls, str) else server.urls)):
+            self.failure = PeerError("relay only: the server offers no TURN server, so this "
+                                     "peer cannot connect without showing its address")
+            self._done.set()
+            return
         if msg.get("peer_present") and not self._media_alive() and not self.polite:
             await self._restart(offer=True)
 
@@ -337,11 +459,15 @@ class Peer:
         pc, self._pc = self._pc, None
         self._verifier = None
         if pc is not None:
-            await pc.close()
+            await self._connections.close(pc)
 
     async def _restart(self, *, offer: bool) -> None:
         await self._close_pc()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice))
+        if self._closing:
+            return
+        policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
+        pc = self._connections.open(RTCConfiguration(iceServers=self._ice,
+                                                     iceTransportPolicy=policy))
         self._pc = pc
         self._pending_candidates.clear()
         self._stats.connections += 1
@@ -412,7 +538,8 @@ class Peer:
                     # A fresh negotiation from the other side: start a new connection.
                     await self._restart(offer=False)
                 pc = self._pc
-                assert pc is not None
+                if pc is None:
+                    return  # closing
                 await pc.setRemoteDescription(RTCSessionDescription(description["sdp"], "offer"))
                 await self._flush_candidates()
                 await pc.setLocalDescription(await pc.createAnswer())

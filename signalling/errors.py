@@ -9,7 +9,8 @@
     ├── HelloTimeout        4408
     ├── OutsideWindow       4410 too early or over
     ├── RateLimited         4429
-    └── GateUnavailable     1013 the gate cannot be reached now: try again later
+    ├── GateUnavailable     1013 the gate cannot be reached now: try again later
+    └── RoomsUnavailable    1013 the shared room store (Redis) cannot be reached now
 
     GateRefused             not a refusal of a client: the gate answered a report with 4xx
 
@@ -94,6 +95,15 @@ class GateUnavailable(SignallingError):
 
     close_code = CloseCode.TRY_AGAIN_LATER
     default_code = "gate_unavailable"
+
+
+class RoomsUnavailable(SignallingError):
+    """Redis, where the rooms of a scale-out deployment live, did not answer in time.
+    A join is closed with 1013 (the client retries); a relay is refused with an error and
+    the connection stays open; media between the peers is not affected."""
+
+    close_code = CloseCode.TRY_AGAIN_LATER
+    default_code = "rooms_unavailable"
 
 
 class GateRefused(Exception):

@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 import secrets
 import time
+import traceback
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -46,6 +50,7 @@ from signalling.errors import (
     MessageTooBig,
     ProtocolError,
     RateLimited,
+    RoomsUnavailable,
     SignallingError,
 )
 from signalling.ice import ice_servers
@@ -72,11 +77,52 @@ def origin_allowed(request: web.Request) -> bool:
     return host in ("localhost", "127.0.0.1", "::1")
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """``CARECALL_TRUSTED_PROXIES`` entries as networks: an address (``10.0.0.2``, a
+    network of one) or a CIDR network (``172.16.0.0/12``, host bits allowed, as in
+    ``172.18.0.5/16``). Raises ValueError naming the first entry that is neither."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"CARECALL_TRUSTED_PROXIES: {entry!r} is neither an IP address "
+                             f"nor a network (for example 10.0.0.2 or 172.16.0.0/12)"
+                             ) from None
+    return tuple(networks)
+
+
+@functools.lru_cache(maxsize=8)
+def _trusted_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    # An entry that is no address can never match a peer's address: it is left out here
+    # (proxy_networks is the check that refuses it).
+    found: list[IPNetwork] = []
+    for entry in entries:
+        with contextlib.suppress(ValueError):
+            found.extend(proxy_networks((entry,)))
+    return tuple(found)
+
+
+def is_trusted_proxy(remote: str, entries: tuple[str, ...]) -> bool:
+    """Whether the peer address ``remote`` lies in one of the trusted ``entries``."""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False  # "unknown", or a Unix socket's peer: never a proxy
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:10.0.0.2 on a dual-stack socket
+    return any(address in network for network in _trusted_networks(entries))
+
+
 def client_address(request: web.Request) -> str:
-    """The client's address for rate limits (never logged): behind a trusted proxy, the
-    last address of X-Forwarded-For, which that proxy appended."""
+    """The client's address for rate limits (never logged): behind a trusted proxy (an
+    address or network of CARECALL_TRUSTED_PROXIES), the last address of
+    X-Forwarded-For, which that proxy appended."""
     remote = request.remote or "unknown"
-    if remote in request.app[CONFIG].trusted_proxies:
+    if is_trusted_proxy(remote, request.app[CONFIG].trusted_proxies):
         forwarded = request.headers.get("X-Forwarded-For", "")
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last:
@@ -147,37 +193,58 @@ async def _refuse_unproven(ws: SignallingSocket, request: web.Request, address: 
                   "too many refused joins from this address; wait a minute")
 
 
+def _where(error: BaseException) -> str:
+    """Where ``error`` was raised, as ``file.py:123``: a log line with no data in it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+
+
 async def ws_handler(request: web.Request) -> web.StreamResponse:
-    config, metrics, clock = request.app[CONFIG], request.app[METRICS], request.app[CLOCK]
+    config = request.app[CONFIG]
     # aiohttp refuses a frame of max_msg_size bytes or more: + 1 allows exactly 64 KiB.
     ws = SignallingSocket(heartbeat=config.heartbeat, compress=False,
                           max_msg_size=messages.MAX_MESSAGE_BYTES + 1)
     await ws.prepare(request)
+    try:
+        await _session(request, ws)
+    except Exception as error:
+        # One line, without the exception's text (it could quote what a client sent), and
+        # never aiohttp's own "Error handling request from <address>".
+        logger.error("unexpected error on /ws: %s at %s", type(error).__name__, _where(error))
+        await _refuse(ws, request, CloseCode.INTERNAL_ERROR, "internal_error",
+                      "something went wrong on the server; try again")
+    return ws
+
+
+async def _session(request: web.Request, ws: SignallingSocket) -> None:
+    """One signalling connection, from the Origin check to its close."""
+    metrics, clock = request.app[METRICS], request.app[CLOCK]
+    config = request.app[CONFIG]
     if not origin_allowed(request):
         await _refuse(ws, request, CloseCode.POLICY_VIOLATION, "origin_not_allowed",
                       "this origin may not open the signalling socket")
-        return ws
+        return
     admission = request.app[ADMISSION]
     try:
         hello = await _read_hello(ws, config.hello_timeout)
         if hello is None:
-            return ws  # the client closed first: nothing was attempted
+            return  # the client closed first: nothing was attempted
         claims = await admission.verify(hello.token)
     except GateUnavailable as error:
         # Our failure, not the client's: it retries, and spends no budget doing so.
         logger.warning("join refused: the gate is unreachable")
         await _refuse(ws, request, error.close_code, error.code, error.message)
-        return ws
+        return
     except SignallingError as error:
         await _refuse_unproven(ws, request, client_address(request), error)
-        return ws
+        return
     try:
         # From here the token is the gate's: refusals name their reason, never 4429.
         admitted = await admission.admit(claims, request.query.get("room"), clock())
     except SignallingError as error:
         logger.info("join refused: %s", error.code)
         await _refuse(ws, request, error.close_code, error.code, error.message)
-        return ws
+        return
     claims, booking = admitted.claims, admitted.booking
     secret = request.app[RESUME_SECRET]
     expiry = int(booking.closes_at.timestamp())
@@ -197,23 +264,32 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                     "ends_at": messages.rfc3339(booking.ends_at)},
     }
     metrics.admissions.inc()
-    metrics.connections.inc()
     logger.info("joined room %s as %s (session %s%s)", claims.room, claims.role.value,
                 session_id, ", resumed" if continued else "")
-    await hub.join(conn, hello.can_rollback, continued is not None, welcome)
+    try:
+        await hub.join(conn, hello.can_rollback, continued is not None, welcome)
+    except RoomsUnavailable as error:
+        logger.warning("join refused: the room store is unreachable")
+        await _refuse(ws, request, error.close_code, error.code, error.message)
+        return
+    metrics.connections.inc()
     try:
         await _serve(conn, request)
     finally:
         metrics.connections.dec()
         if not conn.closed_by_server:
-            await hub.drop(conn)
+            try:
+                await hub.drop(conn)
+            except RoomsUnavailable:
+                # The room store is away: it learns again when the node's sockets are
+                # closed with 1001 once it is back (RoomHub.sweep).
+                logger.warning("a drop in room %s could not be recorded", conn.room_id)
         await conn.closed(CLOSE_HANDSHAKE_SECONDS)
         logger.info("connection closed in room %s (session %s)", claims.room, session_id)
-    return ws
 
 
 async def _serve(conn: Connection, request: web.Request) -> None:
-    config, hub, ws = request.app[CONFIG], request.app[HUB], conn.ws
+    config, ws = request.app[CONFIG], conn.ws
     bucket = TokenBucket(config.message_rate, config.message_burst)
     async for msg in ws:
         if msg.type is not WSMsgType.TEXT:
@@ -229,19 +305,36 @@ async def _serve(conn: Connection, request: web.Request) -> None:
             logger.info("closing session %s: %s", conn.session_id, error.code)
             await _refuse(ws, request, error.close_code, error.code, error.message)
             break
-        if isinstance(parsed, messages.Signal | messages.Extension):
-            if not await hub.relay(conn, parsed.raw):
-                await conn.send(messages.error("peer_absent", "the other party is not here"))
-        elif isinstance(parsed, messages.Media):
-            await hub.media(conn, parsed.connected)
-        elif isinstance(parsed, messages.Bye):
-            await hub.bye(conn)
-            conn.closed_by_server = True
-            await ws.close(code=1000, message=b"bye")
-            break
-        else:
-            await _refuse(ws, request, CloseCode.MALFORMED, "malformed_message",
-                          "'hello' may only be sent once")
+        if not await _dispatch(conn, request, parsed):
             break
     if isinstance(ws, SignallingSocket) and ws.too_big:
         request.app[METRICS].refusals.labels(str(int(CloseCode.MESSAGE_TOO_BIG))).inc()
+
+
+async def _dispatch(conn: Connection, request: web.Request,
+                    parsed: messages.ClientMessage) -> bool:
+    """Carry out one message of an admitted connection; False when the connection ends."""
+    hub, ws = request.app[HUB], conn.ws
+    try:
+        match parsed:
+            case messages.Signal() | messages.Extension():
+                if not await hub.relay(conn, parsed.raw):
+                    await conn.send(messages.error("peer_absent",
+                                                   "the other party is not here"))
+            case messages.Media():
+                await hub.media(conn, parsed.connected)
+            case messages.Bye():
+                conn.closed_by_server = True
+                try:
+                    await hub.bye(conn)
+                finally:
+                    await ws.close(code=1000, message=b"bye")
+                return False
+            case _:
+                await _refuse(ws, request, CloseCode.MALFORMED, "malformed_message",
+                              "'hello' may only be sent once")
+                return False
+    except RoomsUnavailable as error:
+        # The connection stays open: media flows peer to peer, and the store comes back.
+        await conn.send(messages.error(error.code, error.message))
+    return True

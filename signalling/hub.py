@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from signalling import messages
-from signalling.errors import CloseCode
+from signalling.errors import CloseCode, RoomsUnavailable
 from signalling.gate import AttendanceReport, RoomBooking
 from signalling.metrics import SignallingMetrics
 from signalling.registry import Applied, Change, RoomRegistry
@@ -53,6 +53,7 @@ class RoomHub:
         self._numbers = itertools.count(1)
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        self._registry_down = False
 
     def new_connection_id(self) -> ConnectionId:
         return f"{self.registry.node_id}:{next(self._numbers)}"
@@ -179,8 +180,26 @@ class RoomHub:
 
     async def sweep(self) -> None:
         """Keep this node alive in the registry, clean up after dead nodes, and end grace
-        periods that have run out."""
-        await self.registry.heartbeat()
+        periods that have run out.
+
+        When the registry comes back after an outage it may have lost the rooms (a Redis
+        restarted empty) or missed the drops and leaves of the meantime: every socket of
+        this node is then closed with 1001, so each party resumes and the rooms are built
+        again from who is really there. Media between the peers does not stop.
+        """
+        try:
+            await self.registry.heartbeat()
+            if self._registry_down:
+                await self.registry.recover()
+        except RoomsUnavailable:
+            if not self._registry_down:
+                logger.warning("the room store is unreachable; open calls go on")
+            self._registry_down = True
+            return
+        if self._registry_down:
+            self._registry_down = False
+            logger.warning("the room store is back: asking every party here to resume")
+            await self.shutdown()
         orphans = await self.registry.orphans()
         for orphan in orphans:
             await self._run(orphan.room_id, None, _dropping(orphan.node, orphan.since))

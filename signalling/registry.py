@@ -76,6 +76,9 @@ class RoomRegistry(Protocol):
     async def heartbeat(self) -> None:
         """Say this node is alive."""
 
+    async def recover(self) -> None:
+        """After an outage of the registry: restore what it broke (subscriptions)."""
+
     async def orphans(self) -> list[Orphan]:
         """Rooms left with connections of dead nodes, claimed for this node to clean up."""
 
@@ -126,6 +129,9 @@ class MemoryRegistry:
 
     async def heartbeat(self) -> None:
         """One process: always alive."""
+
+    async def recover(self) -> None:
+        """Nothing to restore: it never goes away."""
 
     async def orphans(self) -> list[Orphan]:
         return []

@@ -28,17 +28,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, WatchError
 
+from signalling.errors import RoomsUnavailable
 from signalling.gate import RoomBooking
 from signalling.registry import Applied, Change, Deliver, Orphan
 from signalling.room import Role, Room, node_of
@@ -47,6 +51,8 @@ from signalling.sockets import Delivery
 logger = logging.getLogger(__name__)
 
 NODE_TTL = timedelta(seconds=10)
+MAX_CONNECTIONS = 100
+POOL_WAIT = 5.0  # seconds a command waits for a free pooled connection
 # A room key outlives its booking's window by this much, then Redis forgets it.
 ROOM_TTL_AFTER_CLOSE = timedelta(hours=1)
 MAX_RETRIES = 100
@@ -74,6 +80,23 @@ local limit = now[1] + now[2] / 1000000 - tonumber(ARGV[1])
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.6f', limit),
                   'WITHSCORES')
 """
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _available(method: F) -> F:
+    """Redis errors (and timeouts) of ``method`` become ``RoomsUnavailable``."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisError, OSError, TimeoutError) as error:
+            raise RoomsUnavailable(f"the room store did not answer ({type(error).__name__})"
+                                   ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _booking_to_json(booking: RoomBooking) -> dict[str, Any]:
@@ -106,14 +129,22 @@ class RedisRegistry:
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
+        self._resubscribe = asyncio.Event()
+        self._subscribed = asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str, *, grace: timedelta, prefix: str = "carecall:",
                       node_id: str | None = None, node_ttl: timedelta = NODE_TTL
                       ) -> RedisRegistry:
         """A registry on the Redis at ``url``; raises ``RedisError`` if it cannot be used."""
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                      health_check_interval=15)
+        # A pool that waits for a free connection (the default one refuses past its size),
+        # bounded waits everywhere, and few retries: a join must fail fast (1013) while
+        # Redis is away, not hang.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, socket_timeout=2,
+            socket_connect_timeout=2, health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
+        client = redis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         try:
             await client.ping()
         except BaseException:
@@ -143,23 +174,64 @@ class RedisRegistry:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, deliver: Deliver) -> None:
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(self._channel(self.node_id))
+        await self._subscribe()
         await self.heartbeat()
         self._listener = asyncio.create_task(self._listen(deliver))
 
+    async def _subscribe(self) -> None:
+        """A fresh subscription to this node's channel (the old one, if any, dropped).
+        Only ``start`` (before the listener runs) and the listener itself call it: a
+        subscription is one connection, which two readers at once would tangle."""
+        old, self._pubsub = self._pubsub, None
+        if old is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await old.aclose()
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._channel(self.node_id))
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        self._pubsub = pubsub
+        self._resubscribe.clear()
+        self._subscribed.set()
+
+    async def recover(self) -> None:
+        """After an outage: have the listener subscribe afresh, and wait until it has, so
+        nothing another node sends the parties who come back is published unheard."""
+        self._subscribed.clear()
+        self._resubscribe.set()
+        try:
+            async with asyncio.timeout(5.0):
+                await self._subscribed.wait()
+        except TimeoutError:
+            raise RoomsUnavailable("could not subscribe again after an outage") from None
+
     async def _listen(self, deliver: Deliver) -> None:
         """Deliver, one after the other, what other nodes send this node's connections."""
+        failing = False
         while not self._closing:
             try:
+                if self._pubsub is None or self._resubscribe.is_set():
+                    await self._subscribe()
+                assert self._pubsub is not None
                 message = await self._pubsub.get_message(timeout=0.5)
             except (RedisError, OSError) as error:
-                logger.warning("the Redis subscription failed (%s); resubscribing",
-                               type(error).__name__)
-                await asyncio.sleep(1.0)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.subscribe(self._channel(self.node_id))
+                if not failing:
+                    logger.warning("the Redis subscription failed (%s); resubscribing",
+                                   type(error).__name__)
+                failing = True
+                self._subscribed.clear()
+                old, self._pubsub = self._pubsub, None
+                if old is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await old.aclose()
+                await asyncio.sleep(0.5)
                 continue
+            if failing:
+                failing = False
+                logger.warning("the Redis subscription is back")
             if message is None or message.get("type") != "message":
                 continue
             data = message["data"]
@@ -195,6 +267,7 @@ class RedisRegistry:
 
     # -- rooms -------------------------------------------------------------------------
 
+    @_available
     async def update(self, room_id: str, booking: RoomBooking | None, change: Change
                      ) -> Applied | None:
         key = self._room_key(room_id)
@@ -247,16 +320,19 @@ class RedisRegistry:
         else:
             pipe.zadd(self._deadlines, {room_id: deadline.timestamp()})
 
+    @_available
     async def relay(self, room_id: str, role: Role, text: str) -> bool:
         sent = await self._relay(keys=[self._room_key(room_id)],
                                  args=[f"c:{role.value}", f"{self._prefix}node:", text])
         return bool(sent)
 
+    @_available
     async def publish(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
             await self._redis.publish(self._channel(node_of(delivery.connection)),
                                       delivery.encode())
 
+    @_available
     async def due(self, now: datetime) -> list[str]:
         found = await self._redis.zrangebyscore(self._deadlines, "-inf", now.timestamp(),
                                                 start=0, num=500)
@@ -264,9 +340,11 @@ class RedisRegistry:
 
     # -- nodes ---------------------------------------------------------------------------
 
+    @_available
     async def heartbeat(self) -> None:
         await self._heartbeat(keys=[self._nodes], args=[self.node_id])
 
+    @_available
     async def orphans(self) -> list[Orphan]:
         found: list[Orphan] = []
         dead = await self._dead(keys=[self._nodes], args=[self._node_ttl.total_seconds()])
@@ -291,6 +369,7 @@ class RedisRegistry:
                 found.append(Orphan(room_id, node, since))
         return found
 
+    @_available
     async def forget(self, node: str) -> None:
         if not await self._redis.scard(self._node_rooms(node)):
             await self._redis.zrem(self._nodes, node)

@@ -127,3 +127,43 @@ def test_client_address_uses_forwarded_for_only_from_a_trusted_proxy() -> None:
 
     assert address("10.0.0.2") == "198.51.100.7"
     assert address("192.0.2.1") == "192.0.2.1"
+
+
+def test_client_address_trusts_a_proxy_network_given_in_cidr_form() -> None:
+    """A CIDR entry trusts every proxy inside it (dual-stack ::ffff: form included), exact
+    addresses still work, and a peer outside every entry is counted as itself."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from signalling.appkeys import CONFIG
+    from signalling.config import SignallingConfig
+    from signalling.handler import client_address
+
+    app = web.Application()
+    app[CONFIG] = SignallingConfig(trusted_proxies=("172.16.0.0/12", "fd00::/8", "10.0.0.2"))
+    headers = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+
+    def address(remote: str) -> str:
+        request = make_mocked_request("GET", "/ws", headers=headers, app=app)
+        return client_address(request.clone(remote=remote))
+
+    for proxy in ("172.18.0.5", "172.31.255.254", "::ffff:172.20.0.3", "fd00::7", "10.0.0.2"):
+        assert address(proxy) == "198.51.100.7", proxy
+    for outsider in ("172.32.0.1", "10.0.0.3", "fe80::1", "192.0.2.1"):
+        assert address(outsider) == outsider
+
+
+def test_trusted_proxy_entries_that_are_no_address_are_refused_by_the_check() -> None:
+    """proxy_networks names an entry that is neither an address nor a network; such an
+    entry never makes a peer trusted, and the valid entries beside it still work."""
+    from signalling.handler import is_trusted_proxy, proxy_networks
+
+    assert [str(n) for n in proxy_networks(("10.0.0.2", "172.18.0.5/16"))] == [
+        "10.0.0.2/32", "172.18.0.0/16"]
+    with pytest.raises(ValueError, match=r"'proxy' is neither an IP address nor a network"):
+        proxy_networks(("10.0.0.2", "proxy"))
+    with pytest.raises(ValueError, match=r"'10.0.0.0/33' is neither"):
+        proxy_networks(("10.0.0.0/33",))
+    assert not is_trusted_proxy("10.0.0.9", ("proxy", "10.0.0.0/33"))
+    assert is_trusted_proxy("10.0.0.9", ("proxy", "10.0.0.0/24"))
+    assert not is_trusted_proxy("unknown", ("0.0.0.0/0",))

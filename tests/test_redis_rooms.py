@@ -32,7 +32,7 @@ from signalling.registry_redis import RedisRegistry
 from signalling.room import Attend, Close, Role, Room, node_of
 from tests.conftest import API_KEY, AUTH, GateClient, book_now
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 WS = aiohttp.ClientWebSocketResponse
@@ -313,3 +313,101 @@ def _booking() -> Any:
 
 
 
+
+
+DOWN_SECONDS = 12
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, which the test may stop."""
+
+    def __init__(self, root: Path) -> None:
+        import subprocess
+
+        from aiohttp.test_utils import unused_port
+
+        self.port = unused_port()
+        self.root = root
+        self._subprocess = subprocess
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = self._subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root)],
+            stdout=self._subprocess.DEVNULL, stderr=self._subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        try:
+            for _ in range(100):
+                try:
+                    await client.ping()
+                    return
+                except redis.ConnectionError:
+                    await asyncio.sleep(0.05)
+            raise AssertionError("redis-server did not start")
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+async def test_while_redis_is_away_calls_go_on_and_after_it_every_party_resumes(
+        tmp_path: Path, aiohttp_client: Callable[..., Any]) -> None:
+    """Redis stops: a relay across nodes is answered `rooms_unavailable` and the sockets
+    stay open, a new join is closed with 1013 promptly. Redis comes back empty: the nodes
+    close their sockets with 1001, and parties that join again find each other."""
+    from signalling.app import setup_signalling
+
+    store = PrivateRedis(tmp_path)
+    await store.start()
+    try:
+        gate_app = make_gate(GateConfig(db_url=f"sqlite:///{tmp_path / 'gate.db'}",
+                                        public_url="http://127.0.0.1", api_key=API_KEY,
+                                        var_dir=tmp_path / "gate"))
+        gate: GateClient = await aiohttp_client(TestServer(gate_app, host="127.0.0.1"))
+        clients = []
+        secret = secrets.token_bytes(32)
+        for name in ("a", "b"):
+            app = web.Application()
+            setup_signalling(app, SignallingConfig(
+                public_url="http://127.0.0.1", var_dir=tmp_path / name, redis_url=store.url,
+                resume_secret=secret, sweep_interval=0.2), InProcessGate(gate_app))
+            clients.append(await aiohttp_client(TestServer(app, host="127.0.0.1")))
+        node = Nodes(gate, clients)
+        room = await book_now(gate)
+        pro, _ = await node.connect(0, room["professional"])
+        client, _ = await node.connect(1, room["client"])
+        await receive_type(pro, "peer-joined")
+        store.stop()
+        await pro.send_json({"type": "x-ping"})  # across nodes: through the store
+        reply = await receive_type(pro, "error")
+        assert reply["code"] == "rooms_unavailable", reply
+        await asyncio.sleep(0.5)
+        assert not pro.closed and not client.closed
+        await asyncio.sleep(DOWN_SECONDS)  # longer than a node's presence lasts
+        started = time.monotonic()
+        late = await node.nodes[0].ws_connect("/ws")
+        await late.send_json({"type": "hello", "token": room["client"], "agent": "browser"})
+        received = await closed(late, 20)
+        assert late.close_code == 1013 and received[-1]["code"] == "rooms_unavailable"
+        assert time.monotonic() - started < 15
+        readers = [asyncio.create_task(closed(ws, 15)) for ws in (pro, client)]
+        await store.start()  # back, and empty
+        await asyncio.gather(*readers)
+        assert (pro.close_code, client.close_code) == (1001, 1001)
+        pro, _ = await node.connect(0, room["professional"])
+        client, welcome = await node.connect(1, room["client"])
+        assert welcome["peer_present"] is True
+        await pro.send_json({"type": "x-ping"})
+        assert (await receive_type(client, "x-ping"))["from"] == "professional"
+        for ws in (pro, client):
+            await ws.close()
+    finally:
+        store.stop()

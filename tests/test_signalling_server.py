@@ -827,3 +827,20 @@ async def test_page_assets_must_be_revalidated(service: Any) -> None:
     response = await service.get("/s/assets/app.js")
     assert response.status == 200
     assert response.headers["Cache-Control"] == "no-cache"
+
+
+@configured(trusted_proxies=("127.0.0.0/8",), failed_admissions_burst=2.0,
+            failed_admissions_per_minute=0.5, rate_limited_delay=0.05)
+async def test_behind_a_trusted_proxy_network_each_forwarded_client_has_its_own_budget(
+        service: GateClient) -> None:
+    """With 127.0.0.0/8 trusted, refused joins count against the address the proxy put in
+    X-Forwarded-For: one client spends its budget (4429) while another behind the same
+    proxy still gets its own reason."""
+    one = {"X-Forwarded-For": "203.0.113.5"}
+    other = {"X-Forwarded-For": "198.51.100.7"}
+    for _ in range(2):
+        assert (await refused(service, hello("garbage"), headers=one)) == (
+            4401, ["invalid_token"])
+    assert await refused(service, hello("garbage"), headers=one) == (4429, ["rate_limited"])
+    assert await refused(service, hello("garbage"), headers=other) == (
+        4401, ["invalid_token"])
