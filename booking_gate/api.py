@@ -17,9 +17,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from booking_gate import billing_csv
 from booking_gate.appkeys import CALENDAR_SECRET, CONFIG, METRICS, SERVICE
 from booking_gate.errors import GateError, InvalidRequest, NotFound, Unauthorized
 from booking_gate.openapi import openapi_document
+from booking_gate.webhook_sender import refresh_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,19 @@ async def put_booking(request: web.Request) -> web.Response:
     return json_response(booking, status=201 if created else 200)
 
 
+@routes.get("/api/v1/bookings")
+@endpoint("list_bookings")
+async def list_bookings(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].list_bookings(read_query(request)))
+
+
+@routes.get("/api/v1/bookings/{booking_id}/cancellation-terms")
+@endpoint("cancellation_terms")
+async def cancellation_terms(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].cancellation_terms(
+        request.match_info["booking_id"], read_query(request)))
+
+
 @routes.get("/api/v1/bookings/{booking_id}")
 @endpoint("get_booking")
 async def get_booking(request: web.Request) -> web.Response:
@@ -200,8 +215,31 @@ async def override_attendance(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/attendance")
 @endpoint("export_attendance")
-async def export_attendance(request: web.Request) -> web.Response:
-    return json_response(await request.app[SERVICE].export(read_query(request)))
+async def export_attendance(request: web.Request) -> web.StreamResponse:
+    query = read_query(request)
+    service = request.app[SERVICE]
+    if not billing_csv.wants_csv(request.headers.get("Accept"), query.get("format")):
+        return json_response(await service.export(query))
+    export = service.export_query(query, csv=True)  # refused here, before any byte is sent
+    response = web.StreamResponse(headers={
+        "Content-Type": f"{billing_csv.CONTENT_TYPE}; charset=utf-8; header=present",
+        "Content-Disposition": 'attachment; filename="attendance.csv"',
+        "Cache-Control": "no-store"})
+    await response.prepare(request)
+    try:
+        async for chunk in service.export_csv(export):
+            await response.write(chunk)  # waits while the client is slower than the store
+    except ConnectionError:
+        return response  # the client went away
+    except Exception as error:
+        # The status is sent: cut the connection so the client sees a broken export,
+        # never a short one that looks complete.
+        logger.error("the CSV export failed mid-stream (%s)", type(error).__name__)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
 
 
 @routes.post("/api/v1/attendance/events")
@@ -211,6 +249,34 @@ async def ingest_attendance(request: web.Request) -> web.Response:
     result = await request.app[SERVICE].ingest_json(body)
     request.app[METRICS].events_ingested.inc(result["stored"])
     return json_response(result)
+
+
+# -- webhooks (booking_gate/webhook_sender.py) -------------------------------------------
+
+
+@routes.get("/api/v1/webhooks")
+@endpoint("webhook_status")
+async def webhook_status(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].webhook_status())
+
+
+@routes.post("/api/v1/webhooks/enable")
+@endpoint("enable_webhooks")
+async def enable_webhooks(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].enable_webhooks())
+
+
+@routes.get("/api/v1/webhooks/deliveries")
+@endpoint("webhook_deliveries")
+async def webhook_deliveries(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].deliveries(read_query(request)))
+
+
+@routes.post("/api/v1/webhooks/deliveries/{webhook_id}/retry")
+@endpoint("retry_webhook")
+async def retry_webhook(request: web.Request) -> web.Response:
+    delivery = await request.app[SERVICE].retry_delivery(request.match_info["webhook_id"])
+    return json_response(delivery, status=202)
 
 
 @routes.get("/api/v1/openapi.json")
@@ -239,6 +305,9 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 @endpoint("metrics", authenticated=False)
 async def metrics(request: web.Request) -> web.Response:
+    if request.app[CONFIG].webhook_url:
+        service = request.app[SERVICE]
+        await refresh_metrics(service.store, request.app[METRICS], service.clock())
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

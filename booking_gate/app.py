@@ -2,7 +2,8 @@
 
 ``setup_gate`` mounts the gate on an existing application (``carecall serve`` puts the
 gate and signalling on one app). Resources live in ``cleanup_ctx`` generators: the
-database engine (migrated on start) and the background finaliser.
+database engine (migrated on start), the background finaliser, the mailer and, when a
+receiver is configured, the webhook sender.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from booking_gate.appkeys import (
     MAILER,
     METRICS,
     SERVICE,
+    WEBHOOKS,
 )
 from booking_gate.config import GateConfig, load_or_create_secret
 from booking_gate.credit_requests import CreditRequests
@@ -37,6 +39,7 @@ from booking_gate.rules import Windows
 from booking_gate.service import Clock, GateService, utc_now
 from booking_gate.store import Store
 from booking_gate.tokens import TokenIssuer, load_or_create_key, load_public_keys
+from booking_gate.webhook_sender import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +59,10 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
             await migrate(engine)
             tokens = TokenIssuer(load_or_create_key(config.key_path), config.join_early,
                                  config.overrun, load_public_keys(config.retired_key_paths))
-            app[SERVICE] = GateService(Store(engine), tokens, config.public_url,
+            store = Store(engine, webhooks=bool(config.webhook_url))
+            app[SERVICE] = GateService(store, tokens, config.public_url,
                                        Windows(config.join_early, config.overrun), clock)
+            app[SERVICE].webhook_url = config.webhook_url
             app[INCALL] = InCall(app[SERVICE])
             app[CALENDAR_SECRET] = load_or_create_secret(config.calendar_secret_path)
             app[CREDIT_REQUESTS] = CreditRequests(app[SERVICE])
@@ -83,9 +88,21 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
         yield
         await sender.close()  # bounded flush: what is left stays in the outbox
 
+    async def webhook_sender(app: web.Application) -> AsyncIterator[None]:
+        if not config.webhook_url:
+            yield  # no receiver: no events are written, nothing to send
+            return
+        service = app[SERVICE]
+        app[WEBHOOKS] = sender = WebhookSender(service.store, config, clock)
+        service.outbox_listeners.append(sender.wake)
+        sender.start()
+        yield
+        await sender.close()  # what is left stays in the outbox, for the next start
+
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(finaliser)
     app.cleanup_ctx.append(mailer)
+    app.cleanup_ctx.append(webhook_sender)
 
 
 async def _finalise_forever(app: web.Application, interval: float) -> None:

@@ -10,6 +10,7 @@ from booking_gate.incall import InCall
 from booking_gate.mailer import Mailer
 from booking_gate.metrics import GateMetrics
 from booking_gate.service import GateService
+from booking_gate.webhook_sender import WebhookSender
 
 CONFIG = web.AppKey("gate_config", GateConfig)
 SERVICE = web.AppKey("gate_service", GateService)
@@ -18,3 +19,5 @@ INCALL = web.AppKey("gate_incall", InCall)
 CREDIT_REQUESTS = web.AppKey("gate_credit_requests", CreditRequests)
 MAILER = web.AppKey("gate_mailer", Mailer)
 CALENDAR_SECRET = web.AppKey("gate_calendar_secret", bytes)
+# Only when a webhook receiver is configured.
+WEBHOOKS = web.AppKey("gate_webhooks", WebhookSender)

@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from booking_gate.tokens import load_public_keys
+from booking_gate.webhooks import parse_secret
 
 DEFAULT_VAR_DIR = Path("var")
 
@@ -38,6 +40,22 @@ class GateConfig:
     mail_from: str = "carecall@localhost"
     # How often the mailer looks for due emails when nothing wakes it.
     mail_interval: float = 30.0
+    # Webhooks (booking_gate/webhook_sender.py): the receiver, and the whsec_ secrets that
+    # sign each delivery (the previous one too during a rotation). No URL: no webhooks.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_previous_secret: str | None = None
+    # Retries: exponential backoff with jitter from the first delay up to the cap, for
+    # at least the horizon, then the event is failed (dead letter).
+    webhook_first_retry: timedelta = timedelta(seconds=5)
+    webhook_max_retry: timedelta = timedelta(hours=1)
+    webhook_horizon: timedelta = timedelta(hours=24)
+    # One attempt's timeout; a claimed batch's lease (longer than a batch can take).
+    webhook_timeout: float = 10.0
+    webhook_lease: timedelta = timedelta(seconds=60)
+    # Deliveries at once (each of another booking), and the poll interval.
+    webhook_concurrency: int = 8
+    webhook_interval: float = 5.0
 
     @property
     def key_path(self) -> Path:
@@ -94,6 +112,38 @@ def windows_from_env(env: Mapping[str, str] | None = None) -> tuple[timedelta, t
         seconds_from_env(env, "CARECALL_JOIN_EARLY_SECONDS", 900),
         seconds_from_env(env, "CARECALL_OVERRUN_SECONDS", 900),
     )
+
+
+def webhooks_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The webhook settings, as ``GateConfig`` fields: ``CARECALL_WEBHOOK_URL``,
+    ``CARECALL_WEBHOOK_SECRET`` (``whsec_<base64>``, required with a URL),
+    ``CARECALL_WEBHOOK_SECRET_PREVIOUS`` (during a rotation),
+    ``CARECALL_WEBHOOK_MAX_RETRY_SECONDS`` (the backoff's cap, default 3600) and
+    ``CARECALL_WEBHOOK_TIMEOUT_SECONDS`` (one attempt, default 10; the lease of a claimed
+    batch is six of them). Errors never quote a secret."""
+    env = os.environ if env is None else env
+    url = env.get("CARECALL_WEBHOOK_URL") or None
+    secret = env.get("CARECALL_WEBHOOK_SECRET") or None
+    previous = env.get("CARECALL_WEBHOOK_SECRET_PREVIOUS") or None
+    if url is None:
+        return {}
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("CARECALL_WEBHOOK_URL must be an http:// or https:// URL")
+    if secret is None:
+        raise ValueError("CARECALL_WEBHOOK_SECRET must be set with CARECALL_WEBHOOK_URL "
+                         "(whsec_ and base64 of 24 to 64 random bytes)")
+    parse_secret(secret, "CARECALL_WEBHOOK_SECRET")
+    if previous is not None:
+        parse_secret(previous, "CARECALL_WEBHOOK_SECRET_PREVIOUS")
+    cap = seconds_from_env(env, "CARECALL_WEBHOOK_MAX_RETRY_SECONDS", 3600)
+    timeout = seconds_from_env(env, "CARECALL_WEBHOOK_TIMEOUT_SECONDS", 10)
+    if cap <= timedelta() or timeout <= timedelta():
+        raise ValueError("CARECALL_WEBHOOK_MAX_RETRY_SECONDS and "
+                         "CARECALL_WEBHOOK_TIMEOUT_SECONDS must be at least 1")
+    return {"webhook_url": url, "webhook_secret": secret, "webhook_previous_secret": previous,
+            "webhook_max_retry": cap,
+            "webhook_first_retry": min(timedelta(seconds=5), cap),
+            "webhook_timeout": timeout.total_seconds(), "webhook_lease": timeout * 6}
 
 
 def retired_keys_from_env(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:

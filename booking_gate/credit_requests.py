@@ -77,6 +77,7 @@ class CreditRequests:
         row = await self.gate.store.decide_credit_request(
             hub, parse_id(request_id, "request_id"), approve, credits or None,
             self.gate.clock())
+        self.gate.outbox_changed()  # an approval's grant is a credits.changed event
         return hub_view(row)
 
     async def history(self, client_id: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from booking_gate.rules import format_time
 from booking_gate.service import GateService, booking_json
 from booking_gate.tokens import TokenClaims
 from booking_gate.validation import Body
+from booking_gate.webhooks import BookedBy
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,9 @@ class InCall:
             professional_id=booking.professional_id, client_id=booking.client_id,
             starts_at=starts_at, ends_at=ends_at, funding=Funding.SPONSORED,
             source=booking.source, idempotency_key=scoped_key, fallback_private=True)
+        # booking.created says the professional booked it, in the call.
         notices = await self.gate.notifier(BookingEvent.CREATED, booking.professional_id,
-                                            booking.client_id)
+                                            booking.client_id, booked_by=BookedBy.PROFESSIONAL)
         created, fresh = await self.gate.store.create_booking(new, now, notify=notices)
         if fresh:
             self.gate.outbox_changed()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class GateMetrics:
@@ -24,3 +24,11 @@ class GateMetrics:
         self.finalized = Counter(
             "carecall_attendance_finalized", "Attendance records finalised by the background task",
             registry=registry)
+        # Webhook events in the outbox, shared by every gate on the database: read from
+        # it at each scrape (webhook_sender.refresh_metrics).
+        self.webhook_events = Gauge(
+            "carecall_webhook_events", "Webhook events by delivery state", ["state"],
+            registry=registry)
+        self.webhook_oldest_pending = Gauge(
+            "carecall_webhook_oldest_pending_seconds",
+            "Age of the oldest webhook event not delivered yet (0: none)", registry=registry)

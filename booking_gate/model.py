@@ -77,6 +77,8 @@ class Cancellation:
     late: bool
     chargeable: bool
     reason: str | None = None
+    # The notice the policy asked for when it was cancelled (rules.notice_hours).
+    notice_hours: int = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,8 @@ class Professional:
     updated_at: datetime
     # The grid of bookable starts from each availability window's start.
     slot_minutes: int | None = None
+    # The notice a cancellation of a booking outside hubs needs not to be late.
+    cancellation_notice_hours: int = 24
 
     @property
     def slot_step(self) -> int:
@@ -193,7 +197,14 @@ class NewBooking:
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """Something to deliver later (an email, a webhook), stored with the change it reports."""
+    """Something to deliver later (an email, a webhook), stored with the change it reports.
+
+    A webhook event also has its stable ``webhook_id``, its ``event_type`` and the
+    ``order_key`` of the events that must reach the receiver in order (one booking's).
+    """
 
     kind: str
     payload: dict[str, object]
+    webhook_id: str | None = None
+    event_type: str | None = None
+    order_key: str | None = None

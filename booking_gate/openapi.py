@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from booking_gate.billing_csv import HEADER as CSV_HEADER
 from booking_gate.model import (
     BookingStatus,
     EventKind,
@@ -21,8 +22,15 @@ from booking_gate.model import (
     Role,
     Source,
 )
-from booking_gate.service import MAX_EVENTS_PER_BATCH, MAX_EXPORT_LIMIT, MAX_ROOMS_PER_BATCH
+from booking_gate.rules import HUB_NOTICE_HOURS
+from booking_gate.service import (
+    MAX_EVENTS_PER_BATCH,
+    MAX_EXPORT_LIMIT,
+    MAX_NOTICE_HOURS,
+    MAX_ROOMS_PER_BATCH,
+)
 from booking_gate.validation import MAX_AVAILABILITY, MAX_NAME, MAX_TEXT
+from booking_gate.webhooks import BookedBy, DeliveryState, WebhookType
 
 __all__ = ["openapi_document"]
 
@@ -173,6 +181,10 @@ def _schemas() -> Schema:
             "window's start, at least `session_minutes`; default `session_minutes + "
             "buffer_minutes` (a 50-minute session with a 10-minute buffer starts on the "
             "hour)."),
+        "cancellation_notice_hours": _integer(
+            0, MAX_NOTICE_HOURS, default=HUB_NOTICE_HOURS,
+            description="The notice a cancellation of a booking outside hubs needs not to "
+            "be late (hub bookings always need 24 hours)."),
         "availability": {"type": "array", "maxItems": MAX_AVAILABILITY, "default": [],
                          "items": _ref("AvailabilityWindow"),
                          "description": "Wall-clock windows in `timezone`; end after start."},
@@ -252,6 +264,19 @@ def _schemas() -> Schema:
         "IngestResult": _object({"received": _integer(1, MAX_EVENTS_PER_BATCH),
                                  "stored": _integer(0, MAX_EVENTS_PER_BATCH,
                                                     description="new, not seen before")}),
+        "BookingPage": _object({
+            "items": {"type": "array", "items": _ref("Booking")},
+            "next_cursor": {"type": ["string", "null"]},
+        }),
+        "CancellationTerms": _object({
+            "late": {"type": "boolean", "description": "less notice than the policy's"},
+            "chargeable": {"type": "boolean",
+                           "description": "late and by the client: a fee may apply"},
+            "notice_hours": _integer(0, description="the policy's notice: 24 for hub "
+                                     "bookings, else the professional's"),
+            "message": {"type": "string", "description": "a sentence to show before the "
+                        "cancellation is confirmed"},
+        }),
         "Jwk": _object({"kty": {"const": "OKP"}, "crv": {"const": "Ed25519"},
                         "x": {"type": "string"}, "alg": {"const": "EdDSA"},
                         "use": {"const": "sig"}, "kid": {"type": "string"}}),
@@ -277,9 +302,37 @@ def _export_query() -> tuple[Schema, ...]:
         _query_param("to", _time(), "First `starts_at` excluded.", required=True),
         _query_param("hub_id", {"type": "string", "pattern": ID_PATTERN}, "Only this hub."),
         _query_param("outcome", _enum(Outcome), "Only final records with this outcome."),
+        _query_param("limit", _integer(1, MAX_EXPORT_LIMIT, default=100),
+                     "Page size (JSON only)."),
+        _query_param("cursor", {"type": "string"},
+                     "`next_cursor` of the previous page (JSON only)."),
+        _query_param("format", {"type": "string", "enum": ["json", "csv"]},
+                     "`csv`: the billing CSV, as with `Accept: text/csv`; wins over Accept."),
+    )
+
+
+def _bookings_query() -> tuple[Schema, ...]:
+    ident = {"type": "string", "pattern": ID_PATTERN}
+    return (
+        _query_param("professional_id", ident, "Only this professional's bookings."),
+        _query_param("client_id", ident, "Only this client's bookings."),
+        _query_param("hub_id", ident, "Only bookings of this hub."),
+        _query_param("status", _enum(BookingStatus), "Only bookings in this status."),
+        _query_param("from", _time(), "First `starts_at` included."),
+        _query_param("to", _time(), "First `starts_at` excluded."),
         _query_param("limit", _integer(1, MAX_EXPORT_LIMIT, default=100), "Page size."),
         _query_param("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
     )
+
+
+CSV_DESCRIPTION = (
+    "The billing CSV (RFC 4180, UTF-8, CRLF), streamed: a header row, then one row per "
+    "booking in `starts_at` order. Columns: " + ", ".join(f"`{c}`" for c in CSV_HEADER)
+    + ". Minutes are whole minutes, rounded down; `billable` is `true` or `false`; a "
+    "pending record has an empty `outcome` and `payer`. The client is named by "
+    "`client_id` only. A cell that a spreadsheet would run as a formula (starting with "
+    "`=`, `+`, `-`, `@`, a tab or a line break) starts with `'`."
+)
 
 
 def _paths() -> Schema:
@@ -345,11 +398,31 @@ def _paths() -> Schema:
             {"200": record}, params=("BookingId",), not_found=unknown_booking)},
         "/api/v1/attendance": {"get": _op(
             "exportAttendance", "Export attendance records by booking start (billing).",
-            "attendance", {"200": _ok("One page, ordered by `starts_at`.",
-                                      _ref("AttendancePage"))},
+            "attendance", {"200": {
+                "description": "JSON: one page, ordered by `starts_at`. CSV (`Accept: "
+                               "text/csv` or `format=csv`): every row of the range.",
+                "content": {**_json(_ref("AttendancePage")), "text/csv": {
+                    "schema": {"type": "string", "description": CSV_DESCRIPTION},
+                    "example": ",".join(CSV_HEADER) + "\r\n"}}}},
             query=_export_query(),
+            invalid=_INVALID + " (also an unknown query parameter, a foreign `cursor`, or "
+                               "`limit` or `cursor` with CSV); "
+                               "`invalid_time_range`: `to` not after `from`")},
+        "/api/v1/bookings": {"get": _op(
+            "listBookings", "List bookings, ordered by `starts_at`.", "bookings",
+            {"200": _ok("One page; `next_cursor` is null on the last.", _ref("BookingPage"))},
+            query=_bookings_query(),
             invalid=_INVALID + " (also an unknown query parameter or a foreign `cursor`); "
                                "`invalid_time_range`: `to` not after `from`")},
+        "/api/v1/bookings/{booking_id}/cancellation-terms": {"get": _op(
+            "getCancellationTerms", "What cancelling the booking now would mean.",
+            "bookings", {"200": _ok("The terms, as a cancel now would apply them.",
+                                    _ref("CancellationTerms"))},
+            params=("BookingId",),
+            query=(_query_param("by", _enum(Role), "Who would cancel.", required=True),),
+            not_found=unknown_booking,
+            conflict="`booking_cancelled`; `not_modifiable`: the session has already ended",
+            invalid=_INVALID + " (also an unknown query parameter)")},
         "/api/v1/bookings/{booking_id}/attendance/override": {"post": _op(
             "overrideAttendance", "Override an attendance outcome, with an audit entry.",
             "attendance", {"200": record}, body="OverrideInput", params=("BookingId",),
@@ -379,6 +452,127 @@ def _paths() -> Schema:
             {"200": _ok("The OpenAPI 3.1 document.", {"type": "object"})},
             public=True, invalid=None)},
     }
+
+
+def _webhook_schemas() -> Schema:
+    role = _enum(Role)
+    credits_why = {"type": "string", "enum": ["grant", "reserve", "release", "consume"]}
+    envelope: dict[str, Schema] = {
+        "BookingCreatedData": {"allOf": [_ref("Booking"), _object({
+            "booked_by": {**_enum(BookedBy), "description": "`booking_system`: through "
+                          "this API; `professional`: in the call (book next session)"}})]},
+        "BookingRescheduledData": {"allOf": [_ref("Booking"), _object({
+            "previous": _object({"starts_at": _time(), "ends_at": _time()}),
+            "rescheduled_by": role})]},
+        "CreditsChangedData": {"allOf": [_ref("Credits"), _object({
+            "why": {**credits_why, "description": "the ledger entry: a grant, a booking's "
+                    "reservation, its release or its consumption"},
+            "booking_id": _nullable(_ref("Id")), "note": {"type": ["string", "null"]}})]},
+    }
+    data = {
+        WebhookType.BOOKING_CREATED: "BookingCreatedData",
+        WebhookType.BOOKING_RESCHEDULED: "BookingRescheduledData",
+        WebhookType.BOOKING_CANCELLED: "Booking",
+        WebhookType.ATTENDANCE_FINALIZED: "AttendanceRecord",
+        WebhookType.ATTENDANCE_OVERRIDDEN: "AttendanceRecord",
+        WebhookType.CREDITS_CHANGED: "CreditsChangedData",
+    }
+    for event_type, name in data.items():
+        envelope[_webhook_schema_name(event_type)] = _object({
+            "type": {"const": event_type.value},
+            "timestamp": _time("when the change happened"),
+            "data": _ref(name)})
+    return {
+        **envelope,
+        "WebhookStatus": _object({
+            "configured": {"type": "boolean", "description": "CARECALL_WEBHOOK_URL is set"},
+            "enabled": {"type": "boolean",
+                        "description": "false after the receiver answered 410 Gone"},
+            "disabled_at": _nullable(_time())}),
+        "WebhookDelivery": _object({
+            "webhook_id": {"type": "string", "description": "the `webhook-id` header"},
+            "type": {"type": "string", "enum": [t.value for t in WebhookType]},
+            "state": _enum(DeliveryState), "attempts": _integer(0),
+            "last_status": {"type": ["integer", "null"],
+                            "description": "the receiver's last HTTP status; null: none "
+                            "yet, or no answer"},
+            "next_attempt_at": _nullable(_time("while pending"))}),
+        "WebhookDeliveryPage": _object({
+            "items": {"type": "array", "items": _ref("WebhookDelivery")},
+            "next_cursor": {"type": ["string", "null"]}}),
+    }
+
+
+def _webhook_schema_name(event_type: WebhookType) -> str:
+    """``booking.created`` → ``BookingCreatedEvent``."""
+    return "".join(part.capitalize() for part in event_type.value.split(".")) + "Event"
+
+
+def _webhook_paths() -> Schema:
+    webhook_id = _path_param("webhook_id", "An event's `webhook-id`.", pattern=False)
+    retry = _op("retryWebhookDelivery", "Deliver an event again (a failed one, or a "
+                "pending one now).", "webhooks",
+                {"202": _ok("Due now; the sender is woken.", _ref("WebhookDelivery"))},
+                not_found="unknown webhook id",
+                conflict="`already_delivered`: it was delivered", invalid=None)
+    retry["parameters"] = [webhook_id]
+    return {
+        "/api/v1/webhooks": {"get": _op(
+            "getWebhookStatus", "Whether webhooks are configured and enabled.", "webhooks",
+            {"200": _ok("The receiver's state.", _ref("WebhookStatus"))}, invalid=None)},
+        "/api/v1/webhooks/enable": {"post": _op(
+            "enableWebhooks", "Deliver to the receiver again after it answered 410 Gone.",
+            "webhooks", {"200": _ok("Enabled.", _ref("WebhookStatus"))}, invalid=None,
+            conflict="`webhooks_not_configured`: no CARECALL_WEBHOOK_URL")},
+        "/api/v1/webhooks/deliveries": {"get": _op(
+            "listWebhookDeliveries", "Webhook events and their delivery, oldest first.",
+            "webhooks", {"200": _ok("One page.", _ref("WebhookDeliveryPage"))},
+            query=(_query_param("state", _enum(DeliveryState), "Only this state."),
+                   _query_param("limit", _integer(1, MAX_EXPORT_LIMIT, default=100),
+                                "Page size."),
+                   _query_param("cursor", {"type": "string"},
+                                "`next_cursor` of the previous page.")),
+            invalid=_INVALID + " (also an unknown query parameter or a foreign `cursor`)")},
+        "/api/v1/webhooks/deliveries/{webhook_id}/retry": {"post": retry},
+    }
+
+
+WEBHOOK_DESCRIPTION = (
+    "POSTed to CARECALL_WEBHOOK_URL, signed as Standard Webhooks specify: `webhook-id` "
+    "(one per event, the same on every retry: deduplicate by it), `webhook-timestamp` "
+    "(Unix seconds of the attempt) and `webhook-signature`, `v1,<base64 HMAC-SHA256 of "
+    "\"{webhook-id}.{webhook-timestamp}.{body}\">` keyed with the bytes of the "
+    "`whsec_<base64>` secret; during a secret rotation two such entries, space-separated. "
+    "One booking's events arrive in the order they happened. Any answer but 2xx is "
+    "retried with backoff for at least 24 hours; 410 Gone stops deliveries until "
+    "`POST /api/v1/webhooks/enable`."
+)
+
+
+def _webhooks() -> Schema:
+    headers = [
+        {"name": "webhook-id", "in": "header", "required": True,
+         "schema": {"type": "string"}, "description": "The event's id."},
+        {"name": "webhook-timestamp", "in": "header", "required": True,
+         "schema": {"type": "string", "pattern": "^[0-9]+$"},
+         "description": "Unix seconds of this attempt."},
+        {"name": "webhook-signature", "in": "header", "required": True,
+         "schema": {"type": "string"},
+         "description": "Space-separated `v1,<base64>` signatures."},
+    ]
+    found: Schema = {}
+    for event_type in WebhookType:
+        name = _webhook_schema_name(event_type)
+        found[event_type.value] = {"post": {
+            "operationId": f"{name[0].lower()}{name[1:]}",
+            "summary": f"The `{event_type.value}` event.", "tags": ["webhooks"],
+            "description": WEBHOOK_DESCRIPTION, "parameters": headers, "security": [],
+            "requestBody": {"required": True, "content": _json(_ref(name))},
+            "responses": {
+                "200": {"description": "Received (any 2xx is)."},
+                "410": {"description": "Gone: deliveries stop until re-enabled."}},
+        }}
+    return found
 
 
 def _scheduling_schemas() -> Schema:
@@ -536,8 +730,11 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         "servers": [{"url": public_url.rstrip("/")}],
         "security": [{"apiKey": []}],
         "tags": [{"name": name} for name in ("people", "bookings", "attendance", "scheduling",
-                                               "credits", "signalling", "operations")],
-        "paths": {**_paths(), **_scheduling_paths(), **_signalling_paths()},
+                                               "credits", "signalling", "webhooks",
+                                               "operations")],
+        "paths": {**_paths(), **_scheduling_paths(), **_signalling_paths(),
+                  **_webhook_paths()},
+        "webhooks": _webhooks(),
         "components": {
             "securitySchemes": {"apiKey": {
                 "type": "http", "scheme": "bearer",
@@ -546,6 +743,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                     "description": "A party's join token (the link's `#t=` fragment)."}},
             "parameters": _parameters(),
-            "schemas": {**_schemas(), **_scheduling_schemas(), **_signalling_schemas()},
+            "schemas": {**_schemas(), **_scheduling_schemas(), **_signalling_schemas(),
+                        **_webhook_schemas()},
         },
     }

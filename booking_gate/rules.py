@@ -13,13 +13,18 @@ Rules (``RULE_VERSION``), for the booking's window
 ``[starts_at - join_early, ends_at + overrun]``::
 
     situation                                outcome               billable  sponsored credit
-    cancelled by the client < 24 h ahead     late_cancellation     yes       consumed
+    cancelled by the client < notice ahead   late_cancellation     yes       consumed
     any other cancellation                   cancelled             no        released
     both joined, media connected             completed             yes       consumed
     both joined, media never connected       technical_failure     no        released
     only the professional joined             client_no_show        yes       consumed
     only the client joined                   professional_no_show  no        released
     neither joined                           both_no_show          no        released
+
+The notice (``notice_hours``) is 24 h for hub bookings (``source`` hub, or sponsored:
+the hub's terms) and the professional's ``cancellation_notice_hours`` (default 24) for
+the others. Outside hubs the professional may waive a late cancellation's charge: an
+override to ``cancelled`` whose explanation names who waived it.
 
 A billable session is paid by the sponsor when sponsored and by the client when
 private; private bookings hold no credit. A booking that is not cancelled is
@@ -50,10 +55,12 @@ from booking_gate.model import (
     Payer,
     RecordStatus,
     Role,
+    Source,
 )
 
 RULE_VERSION = "carecall-rules/1"
-LATE_CANCELLATION_NOTICE = timedelta(hours=24)
+HUB_NOTICE_HOURS = 24
+LATE_CANCELLATION_NOTICE = timedelta(hours=HUB_NOTICE_HOURS)
 
 _BILLABLE = frozenset({Outcome.COMPLETED, Outcome.CLIENT_NO_SHOW, Outcome.LATE_CANCELLATION})
 
@@ -161,18 +168,78 @@ def credit_effect(outcome: Outcome, funding: Funding) -> CreditEffect:
     return CreditEffect.CONSUME if outcome in _BILLABLE else CreditEffect.RELEASE
 
 
-def cancellation_terms(booking: Booking, by: Role, at: datetime) -> tuple[bool, bool]:
+def is_hub_booking(booking: Booking) -> bool:
+    """A booking under a hub's terms: booked through the hub, or paid by its credit."""
+    return booking.source is Source.HUB or booking.funding is Funding.SPONSORED
+
+
+def notice_hours(booking: Booking, professional_notice_hours: int) -> int:
+    """The notice ``booking`` needs for a cancellation not to be late, in hours.
+
+    Hub bookings always need ``HUB_NOTICE_HOURS`` (24); the others the professional's
+    ``cancellation_notice_hours``.
+    """
+    return HUB_NOTICE_HOURS if is_hub_booking(booking) else professional_notice_hours
+
+
+def cancellation_terms(booking: Booking, by: Role, at: datetime,
+                       notice: int = HUB_NOTICE_HOURS) -> tuple[bool, bool]:
     """``(late, chargeable)`` for ``booking`` cancelled by ``by`` at ``at``.
 
-    ``late`` when less than ``LATE_CANCELLATION_NOTICE`` (24 h) remains before
+    ``late`` when less than ``notice`` hours (``notice_hours``) remain before
     ``starts_at``. Only a late cancellation by the client is ``chargeable``.
     This deliberately narrows a literal reading of the contract ("a late
     cancellation of a hub booking is chargeable"): a professional who cancels
     late must never make the client or the sponsor pay.
     """
     _require_aware(at, "at")
-    late = booking.starts_at - at < LATE_CANCELLATION_NOTICE
+    late = booking.starts_at - at < timedelta(hours=notice)
     return late, late and by is Role.CLIENT
+
+
+@dataclass(frozen=True, slots=True)
+class CancellationTerms:
+    """What cancelling a booking now would mean, and a sentence to show before it."""
+
+    late: bool
+    chargeable: bool
+    notice_hours: int
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"late": self.late, "chargeable": self.chargeable,
+                "notice_hours": self.notice_hours, "message": self.message}
+
+
+def quote_cancellation(booking: Booking, by: Role, at: datetime,
+                       professional_notice_hours: int) -> CancellationTerms:
+    """The terms of cancelling ``booking`` by ``by`` at ``at`` (the same rule as cancel)."""
+    notice = notice_hours(booking, professional_notice_hours)
+    late, chargeable = cancellation_terms(booking, by, at, notice)
+    return CancellationTerms(late, chargeable, notice,
+                             _terms_message(booking, by, late, chargeable, notice))
+
+
+def _hours(notice: int) -> str:
+    return "1 hour" if notice == 1 else f"{notice} hours"
+
+
+def _terms_message(booking: Booking, by: Role, late: bool, chargeable: bool,
+                   notice: int) -> str:
+    if not late:
+        return (f"Cancelling now is free of charge: the session is {_hours(notice)} or "
+                "more away.")
+    if not chargeable:
+        return ("Cancelling now is late, but a cancellation by the professional is never "
+                "charged.")
+    if booking.funding is Funding.SPONSORED:
+        return (f"Cancelling now is late (less than {_hours(notice)} before the start): "
+                "under your hub's terms the session counts as used.")
+    if is_hub_booking(booking):
+        return (f"A cancellation fee may apply: cancelling now is less than "
+                f"{_hours(notice)} before the start.")
+    return (f"A cancellation fee may apply under your professional's terms: cancelling now "
+            f"is less than {_hours(notice)} before the start.")
 
 
 def explain(
@@ -276,13 +343,31 @@ def evaluate(
 
 
 def overridden(
-    record: AttendanceRecord, outcome: Outcome, funding: Funding, reason: str
+    record: AttendanceRecord,
+    outcome: Outcome,
+    funding: Funding,
+    reason: str,
+    *,
+    by: str | None = None,
+    cancellation: Cancellation | None = None,
 ) -> AttendanceRecord:
-    """``record`` with ``outcome`` imposed by a person, final, billed accordingly."""
+    """``record`` with ``outcome`` imposed by a person, final, billed accordingly.
+
+    A late cancellation overridden to ``cancelled`` is a waiver of its charge: the
+    explanation says so and names who waived it (``by``).
+    """
     billable, payer = billing_for(outcome, funding)
     reason = reason.strip().rstrip(".")
-    explanation = f"Outcome set to {outcome.value} by an override"
-    explanation += f": {reason}." if reason else "."
+    suffix = f": {reason}." if reason else "."
+    if record.outcome is Outcome.LATE_CANCELLATION and outcome is Outcome.CANCELLED:
+        situation = _cancellation_situation(cancellation)
+        explanation = (f"{situation}; the charge was waived by {_who(by)}, so "
+                       f"{_consequence(outcome, funding)}{suffix}")
+    else:
+        explanation = f"Outcome set to {outcome.value} by an override"
+        if by:
+            explanation += f" of {_who(by)}"
+        explanation += suffix
     return replace(
         record,
         status=RecordStatus.FINAL,
@@ -291,6 +376,12 @@ def overridden(
         payer=payer,
         explanation=explanation,
     )
+
+
+def _who(by: str | None) -> str:
+    if not by:
+        return "an override"
+    return f"the {by}" if by in (Role.PROFESSIONAL.value, Role.CLIENT.value) else by
 
 
 _ATTENDANCE_SITUATIONS = {
@@ -306,12 +397,13 @@ def _cancellation_situation(cancellation: Cancellation | None) -> str:
     if cancellation is None:
         return "The booking was cancelled"
     who = f"The {cancellation.by.value}"
+    hours = _hours(cancellation.notice_hours)
     if cancellation.chargeable:
-        return f"{who} cancelled less than 24 hours before the start"
+        return f"{who} cancelled less than {hours} before the start"
     if not cancellation.late:
-        return f"{who} cancelled 24 hours or more before the start"
+        return f"{who} cancelled {hours} or more before the start"
     if cancellation.by is Role.PROFESSIONAL:
-        return f"{who} cancelled less than 24 hours before the start, which is never charged"
+        return f"{who} cancelled less than {hours} before the start, which is never charged"
     return f"{who} cancelled without charge"
 
 

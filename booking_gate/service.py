@@ -11,11 +11,12 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from booking_gate import ics, notify, rules
+from booking_gate import billing_csv, ics, notify, rules, webhooks
 from booking_gate.errors import Conflict, InvalidRequest, NotFound
 from booking_gate.model import (
     AttendanceEvent,
@@ -32,6 +33,7 @@ from booking_gate.model import (
     Funding,
     HubId,
     NewBooking,
+    OutboxMessage,
     Outcome,
     Professional,
     ProfessionalId,
@@ -41,7 +43,7 @@ from booking_gate.model import (
 )
 from booking_gate.notify import BookingEvent
 from booking_gate.rules import CreditEffect, Windows, format_time
-from booking_gate.store import Store
+from booking_gate.store import BookingFilter, Store
 from booking_gate.tokens import TokenIssuer, join_url
 from booking_gate.validation import (
     Body,
@@ -51,6 +53,7 @@ from booking_gate.validation import (
     parse_timezone,
     time_range,
 )
+from booking_gate.webhooks import BookedBy, DeliveryState
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ SETTLE_AFTER_START = timedelta(seconds=30)
 MAX_ROOMS_PER_BATCH = 1000
 MAX_SLOT_MINUTES = 24 * 60
 MAX_EXPORT_LIMIT = 500
+MAX_NOTICE_HOURS = 24 * 30
+# The CSV export reads the store this many bookings at a time.
+CSV_PAGE = 100
 # The professional's calendar feed covers this window around now.
 FEED_PAST = timedelta(days=30)
 FEED_AHEAD = timedelta(days=180)
@@ -115,6 +121,7 @@ def professional_json(p: Professional) -> dict[str, Any]:
     return {"professional_id": p.professional_id, "name": p.name, "email": p.email,
             "timezone": p.timezone, "session_minutes": p.session_minutes,
             "buffer_minutes": p.buffer_minutes, "slot_minutes": p.slot_step,
+            "cancellation_notice_hours": p.cancellation_notice_hours,
             "availability": list(p.availability)}
 
 
@@ -133,6 +140,50 @@ def _encode_cursor(booking: Booking) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _encode_id_cursor(message_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([message_id]).encode()).decode().rstrip("=")
+
+
+def _decode_id_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        (message_id,) = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error):
+        message_id = None
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 0:
+        raise InvalidRequest("'cursor' is not a cursor this API returned", field="cursor")
+    return message_id
+
+
+def _limit(query: dict[str, str], default: int = 100) -> int:
+    try:
+        limit = int(query.get("limit", str(default)))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_EXPORT_LIMIT:
+        raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_EXPORT_LIMIT}",
+                             field="limit")
+    return limit
+
+
+def _only(query: dict[str, str], allowed: set[str]) -> None:
+    for key in query:
+        if key not in allowed:
+            raise InvalidRequest(f"unknown query parameter '{key}'", field=key)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportQuery:
+    """A validated ``GET /api/v1/attendance``."""
+
+    start: datetime
+    end: datetime
+    hub_id: str | None
+    outcome: Outcome | None
+    limit: int
+    after: tuple[datetime, str] | None
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -140,6 +191,26 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return parse_time(starts, "cursor"), parse_id(booking_id, "cursor")
     except (ValueError, TypeError, binascii.Error, InvalidRequest):
         raise InvalidRequest("'cursor' is not a cursor this API returned", field="cursor") from None
+
+
+def _with_webhook(emails: notify.Notify, event: BookingEvent, previous: Booking | None,
+                  booked_by: BookedBy, by: Role | None) -> notify.Notify:
+    """``emails`` and the booking's webhook event, from one ``notify`` call."""
+
+    def both(booking: Booking) -> Sequence[OutboxMessage]:
+        data = booking_json(booking)
+        if event is BookingEvent.CREATED:
+            hook = webhooks.booking_created(data, booked_by, booking.created_at)
+        elif event is BookingEvent.RESCHEDULED:
+            was = booking_json(previous or booking)
+            hook = webhooks.booking_rescheduled(data, was, (by or Role.CLIENT).value,
+                                                booking.changed_at)
+        else:
+            at = booking.cancellation.at if booking.cancellation else booking.changed_at
+            hook = webhooks.booking_cancelled(data, at)
+        return [*emails(booking), hook]
+
+    return both
 
 
 class GateService:
@@ -157,13 +228,15 @@ class GateService:
         # Notification emails (notify.py): their sender, and who hears that some were queued.
         self.mail_from = "carecall@localhost"
         self.outbox_listeners: list[Callable[[], None]] = []
+        # The webhook receiver (webhook_sender.py), or None: no webhooks.
+        self.webhook_url: str | None = None
 
     # -- people ------------------------------------------------------------------
 
     async def put_professional(self, professional_id: str, data: object) -> dict[str, Any]:
         pid = parse_id(professional_id, "professional_id")
         body = Body(data, {"name", "email", "timezone", "session_minutes", "buffer_minutes",
-                           "slot_minutes", "availability"})
+                           "slot_minutes", "cancellation_notice_hours", "availability"})
         session = body.integer("session_minutes", low=5, high=480, default=50)
         buffer = body.integer("buffer_minutes", low=0, high=240, default=10)
         slot = None
@@ -177,6 +250,9 @@ class GateService:
             availability=tuple(w.to_json() for w in parse_availability(
                 body.data.get("availability", []))),
             updated_at=self.clock(), slot_minutes=slot,
+            cancellation_notice_hours=body.integer("cancellation_notice_hours", low=0,
+                                                   high=MAX_NOTICE_HOURS,
+                                                   default=rules.HUB_NOTICE_HOURS),
         )
         return professional_json(await self.store.put_professional(professional))
 
@@ -229,8 +305,9 @@ class GateService:
         if client.hub_id != hub:
             raise InvalidRequest(
                 f"client '{client_id}' does not belong to hub '{hub}'", field="client_id")
-        return credits_json(await self.store.grant_credits(hub, client_id, credits,
-                                                           self.clock()))
+        account = await self.store.grant_credits(hub, client_id, credits, self.clock())
+        self.outbox_changed()
+        return credits_json(account)
 
     async def get_credits(self, client_id: str) -> dict[str, Any]:
         return credits_json(await self.store.get_credits(await self.require_client(client_id)))
@@ -278,12 +355,14 @@ class GateService:
             return booking_json(booking)  # idempotent: a retried cancel changes nothing
         now = self.clock()
         self._refuse_if_over(booking, now)
-        late, chargeable = rules.cancellation_terms(booking, by, now)
+        professional = await self._professional(booking.professional_id)
+        notice = rules.notice_hours(booking, professional.cancellation_notice_hours)
+        late, chargeable = rules.cancellation_terms(booking, by, now, notice)
         outcome = Outcome.LATE_CANCELLATION if chargeable else Outcome.CANCELLED
         notices = await self.notifier(BookingEvent.CANCELLED, booking.professional_id,
                                        booking.client_id)
         booking, changed = await self.store.cancel(
-            booking.booking_id, Cancellation(by, now, late, chargeable, reason),
+            booking.booking_id, Cancellation(by, now, late, chargeable, reason, notice),
             _credit_target(outcome, booking.funding), notify=notices)
         if changed:
             self.outbox_changed()
@@ -292,11 +371,50 @@ class GateService:
             await self._lock_room(booking.room_id, "booking_cancelled")
         return booking_json(booking)
 
+    async def cancellation_terms(self, booking_id: str, query: dict[str, str]
+                                 ) -> dict[str, Any]:
+        """What cancelling now would mean (``rules.quote_cancellation``, as cancel uses)."""
+        booking = await self._booking(booking_id)
+        _only(query, {"by"})
+        by = Body({"by": query.get("by")}, {"by"}).choice("by", Role)
+        if booking.status is BookingStatus.CANCELLED:
+            raise Conflict("the booking is cancelled", code="booking_cancelled", field=None)
+        now = self.clock()
+        self._refuse_if_over(booking, now)
+        professional = await self._professional(booking.professional_id)
+        return rules.quote_cancellation(booking, by, now,
+                                        professional.cancellation_notice_hours).to_json()
+
+    async def list_bookings(self, query: dict[str, str]) -> dict[str, Any]:
+        """``GET /api/v1/bookings``: a page in (starts_at, booking_id) order."""
+        _only(query, {"professional_id", "client_id", "hub_id", "status", "from", "to",
+                      "limit", "cursor"})
+        ids = {key: parse_id(query[key], key) if query.get(key) else None
+               for key in ("professional_id", "client_id", "hub_id")}
+        status = None
+        if query.get("status"):
+            status = Body({"status": query["status"]}, {"status"}).choice("status",
+                                                                         BookingStatus)
+        start = parse_time(query["from"], "from") if query.get("from") else None
+        end = parse_time(query["to"], "to") if query.get("to") else None
+        if start is not None and end is not None and end <= start:
+            raise InvalidRequest("'to' must be after 'from'", code="invalid_time_range",
+                                 field="to")
+        limit = _limit(query)
+        after = _decode_cursor(query["cursor"]) if query.get("cursor") else None
+        where = BookingFilter(professional_id=ids["professional_id"],
+                              client_id=ids["client_id"], hub_id=ids["hub_id"], status=status,
+                              start=start, end=end)
+        page = await self.store.list_bookings(where, after, limit + 1)
+        more, page = len(page) > limit, page[:limit]
+        return {"items": [booking_json(b) for b in page],
+                "next_cursor": _encode_cursor(page[-1]) if more else None}
+
     async def reschedule(self, booking_id: str, data: object) -> dict[str, Any]:
         booking = await self._booking(booking_id)
         body = Body(data, {"starts_at", "ends_at", "by"})
         starts_at, ends_at = time_range(body)
-        body.choice("by", Role)
+        by = body.choice("by", Role)
         if booking.status is BookingStatus.CANCELLED:
             raise Conflict("the booking is cancelled", code="booking_cancelled", field=None)
         if booking.source is not Source.HUB:
@@ -305,7 +423,7 @@ class GateService:
         now = self.clock()
         self._refuse_if_over(booking, now)
         notices = await self.notifier(BookingEvent.RESCHEDULED, booking.professional_id,
-                                       booking.client_id, previous=booking)
+                                       booking.client_id, previous=booking, by=by)
         updated = await self.store.reschedule(booking.booking_id, starts_at, ends_at, now,
                                               notify=notices)
         self.outbox_changed()
@@ -314,14 +432,18 @@ class GateService:
         return booking_json(updated)
 
     async def notifier(self, event: BookingEvent, professional_id: str, client_id: str,
-                        previous: Booking | None = None) -> notify.Notify | None:
-        """The emails for ``event``, built in the store's transaction (``notify.py``)."""
+                       previous: Booking | None = None, *,
+                       booked_by: BookedBy = BookedBy.BOOKING_SYSTEM,
+                       by: Role | None = None) -> notify.Notify | None:
+        """The emails and the webhook event for ``event``, built in the store's transaction
+        (``notify.py``, ``webhooks.py``)."""
         professional = await self.store.get_professional(professional_id)
         client = await self.store.get_client(client_id)
         if professional is None or client is None:
             return None  # the store refuses the change with not_found
-        return notify.notifier(event, professional, client, mail_from=self.mail_from,
-                               previous=previous)
+        emails = notify.notifier(event, professional, client, mail_from=self.mail_from,
+                                 previous=previous)
+        return _with_webhook(emails, event, previous, booked_by, by)
 
     async def notifier_for_new(self, professional: Professional, client_id: str
                                ) -> notify.Notify | None:
@@ -332,8 +454,9 @@ class GateService:
         client = await self.store.get_client(client_id)
         if client is None:
             return None  # the store refuses the booking with not_found
-        return notify.notifier(BookingEvent.CREATED, professional, client,
-                               mail_from=self.mail_from)
+        emails = notify.notifier(BookingEvent.CREATED, professional, client,
+                                 mail_from=self.mail_from)
+        return _with_webhook(emails, BookingEvent.CREATED, None, BookedBy.BOOKING_SYSTEM, None)
 
     def outbox_changed(self) -> None:
         """Wake the senders: a committed change queued outbox messages."""
@@ -456,9 +579,11 @@ class GateService:
                                 settled=now >= self.settled_at)
         if record.outcome is None:
             return record.to_json()
-        return await self.store.finalize(
+        final = await self.store.finalize(
             booking.booking_id, record.outcome.value, record.to_json(),
             _credit_target(record.outcome, booking.funding), now)
+        self.outbox_changed()  # attendance.finalized, credits.changed
+        return final
 
     async def attendance(self, booking_id: str) -> dict[str, Any]:
         booking = await self._booking(booking_id)
@@ -485,17 +610,22 @@ class GateService:
         current = await self._record(booking, now, events,
                                      (await self.store.records_for([bid])).get(bid))
         base = rules.evaluate(booking, events, now, self.windows)
-        record = rules.overridden(base, outcome, booking.funding, reason).to_json()
+        # A late cancellation overridden to cancelled is a waiver: its explanation names
+        # who waived it.
+        record = rules.overridden(base, outcome, booking.funding, reason, by=author,
+                                  cancellation=booking.cancellation).to_json()
         await self.store.override(booking.booking_id, current["outcome"], record,
                                   _credit_target(outcome, booking.funding), reason, author, now)
+        self.outbox_changed()
         logger.info("attendance overridden", extra={"booking_id": booking.booking_id})
         return await self.attendance(booking_id)
 
-    async def export(self, query: dict[str, str]) -> dict[str, Any]:
-        allowed = {"from", "to", "hub_id", "outcome", "limit", "cursor"}
-        for key in query:
-            if key not in allowed:
-                raise InvalidRequest(f"unknown query parameter '{key}'", field=key)
+    def export_query(self, query: dict[str, str], *, csv: bool = False) -> ExportQuery:
+        """Validate ``GET /api/v1/attendance``; a CSV export streams every row, so it
+        takes no ``limit`` or ``cursor``."""
+        _only(query, {"from", "to", "hub_id", "outcome", "limit", "cursor", "format"})
+        if query.get("format") not in (None, "json", "csv"):
+            raise InvalidRequest("'format' must be one of json, csv", field="format")
         if "from" not in query or "to" not in query:
             field = "from" if "from" not in query else "to"
             raise InvalidRequest(f"'{field}' is required", field=field)
@@ -507,31 +637,101 @@ class GateService:
         outcome = None
         if query.get("outcome"):
             outcome = Body({"outcome": query["outcome"]}, {"outcome"}).choice("outcome", Outcome)
-        try:
-            limit = int(query.get("limit", "100"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_EXPORT_LIMIT:
-            raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_EXPORT_LIMIT}",
-                                 field="limit")
+        if csv:
+            for key in ("limit", "cursor"):
+                if key in query:
+                    raise InvalidRequest(f"a CSV export streams every row: '{key}' is for "
+                                         f"JSON pages only", field=key)
+            return ExportQuery(start, end, hub_id, outcome, CSV_PAGE, None)
+        limit = _limit(query)
         after = _decode_cursor(query["cursor"]) if query.get("cursor") else None
-        if outcome is not None:
-            await self.finalize_due()
-        page = await self.store.export_page(start, end, hub_id, outcome and outcome.value,
-                                            after, limit + 1)
-        more, page = len(page) > limit, page[:limit]
+        return ExportQuery(start, end, hub_id, outcome, limit, after)
+
+    async def _export_page(self, q: ExportQuery, after: tuple[datetime, str] | None
+                           ) -> tuple[list[tuple[Booking, dict[str, Any]]], bool]:
+        """One page of bookings with their records (finalised when due); more after it?"""
+        page = await self.store.export_page(q.start, q.end, q.hub_id,
+                                            q.outcome and q.outcome.value, after, q.limit + 1)
+        more, page = len(page) > q.limit, page[:q.limit]
         ids = [b.booking_id for b in page]
         stored = await self.store.records_for(ids)
         events = await self.store.events_for([i for i in ids if i not in stored])
         audits = await self.store.overrides_for(ids)
         now = self.clock()
-        items = []
+        rows = []
         for booking in page:
             record = await self._record(booking, now, events.get(booking.booking_id),
                                         stored.get(booking.booking_id))
             record["overrides"] = self._audit_json(audits[booking.booking_id])
-            items.append(record)
-        return {"items": items, "next_cursor": _encode_cursor(page[-1]) if more else None}
+            rows.append((booking, record))
+        return rows, more
+
+    async def export(self, query: dict[str, str]) -> dict[str, Any]:
+        q = self.export_query(query)
+        if q.outcome is not None:
+            await self.finalize_due()
+        rows, more = await self._export_page(q, q.after)
+        return {"items": [record for _, record in rows],
+                "next_cursor": _encode_cursor(rows[-1][0]) if more else None}
+
+    async def export_csv(self, q: ExportQuery) -> AsyncIterator[bytes]:
+        """The export as CSV, one chunk per page: the header first, then ``CSV_PAGE``
+        bookings at a time, so memory stays bounded whatever the month holds."""
+        if q.outcome is not None:
+            await self.finalize_due()
+        yield billing_csv.header()
+        after = None
+        while True:
+            rows, more = await self._export_page(q, after)
+            names = await self.store.professional_names([b.professional_id for b, _ in rows])
+            yield billing_csv.encode(billing_csv.row(booking, record,
+                                                     names.get(booking.professional_id))
+                                     for booking, record in rows)
+            if not more:
+                return
+            after = (rows[-1][0].starts_at, rows[-1][0].booking_id)
+
+    # -- webhooks (webhook_sender.py delivers them) ---------------------------------
+
+    async def deliveries(self, query: dict[str, str]) -> dict[str, Any]:
+        _only(query, {"state", "limit", "cursor"})
+        state = None
+        if query.get("state"):
+            state = Body({"state": query["state"]}, {"state"}).choice("state", DeliveryState)
+        limit = _limit(query)
+        after = _decode_id_cursor(query["cursor"]) if query.get("cursor") else None
+        page = await self.store.deliveries(state, after, limit + 1)
+        more, page = len(page) > limit, page[:limit]
+        return {"items": [d.to_json() for d in page],
+                "next_cursor": _encode_id_cursor(page[-1].message_id) if more else None}
+
+    async def retry_delivery(self, webhook_id: str) -> dict[str, Any]:
+        """An operator's retry: a failed (or pending) event is due now."""
+        if not webhook_id or len(webhook_id) > 64:
+            raise NotFound(f"unknown webhook '{webhook_id[:64]}'", field="webhook_id")
+        delivery = await self.store.retry_delivery(webhook_id, self.clock())
+        self.outbox_changed()
+        logger.info("webhook retry requested", extra={"webhook_id": delivery.webhook_id})
+        return delivery.to_json()
+
+    async def webhook_status(self) -> dict[str, Any]:
+        """Whether a receiver is configured and enabled (a 410 Gone disables it)."""
+        if not self.webhook_url:
+            return {"configured": False, "enabled": False, "disabled_at": None}
+        disabled = await self.store.endpoint_disabled(webhooks.endpoint_key(self.webhook_url))
+        return {"configured": True, "enabled": disabled is None,
+                "disabled_at": None if disabled is None else format_time(disabled)}
+
+    async def enable_webhooks(self) -> dict[str, Any]:
+        """The operator's action after a 410 Gone: deliver to the receiver again."""
+        if not self.webhook_url:
+            raise Conflict("no webhook receiver is configured (CARECALL_WEBHOOK_URL)",
+                           code="webhooks_not_configured", field=None)
+        await self.store.set_endpoint_disabled(webhooks.endpoint_key(self.webhook_url),
+                                               False, None, self.clock())
+        self.outbox_changed()
+        logger.info("webhook receiver enabled")
+        return await self.webhook_status()
 
     async def finalize_due(self) -> int:
         """Finalise every record whose outcome can be decided now; returns how many."""

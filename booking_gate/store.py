@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from booking_gate import webhooks
 from booking_gate.db import schema as t
 from booking_gate.errors import Conflict, NotFound
 from booking_gate.model import (
@@ -47,7 +48,9 @@ from booking_gate.model import (
     RoomId,
     Source,
 )
+from booking_gate.rules import format_time
 from booking_gate.tokens import new_room_id
+from booking_gate.webhooks import WEBHOOK, DeliveryEvent, DeliveryState
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ def _booking(row: Any) -> Booking:
         cancellation = Cancellation(
             by=Role(row.cancelled_by), at=row.cancelled_at, late=bool(row.cancel_late),
             chargeable=bool(row.cancel_chargeable), reason=row.cancel_reason,
+            notice_hours=row.cancel_notice_hours or 24,
         )
     return Booking(
         booking_id=BookingId(row.booking_id), professional_id=ProfessionalId(row.professional_id),
@@ -81,12 +85,22 @@ def _booking(row: Any) -> Booking:
     )
 
 
+def _after(cursor: tuple[datetime, str]) -> Any:
+    """Bookings after ``cursor`` in (starts_at, booking_id) order, as one row value: the
+    (…, starts_at, booking_id) indexes answer it directly (SQLite has row values since
+    3.15)."""
+    b = t.bookings.c
+    return tuple_(b.starts_at, b.booking_id) > tuple_(
+        literal(cursor[0], t.UTCDateTime), literal(cursor[1], t.ID))
+
+
 def _professional(row: Any) -> Professional:
     return Professional(
         professional_id=ProfessionalId(row.professional_id), name=row.name, email=row.email,
         timezone=row.timezone, session_minutes=row.session_minutes,
         buffer_minutes=row.buffer_minutes, availability=tuple(json.loads(row.availability)),
         updated_at=row.updated_at, slot_minutes=row.slot_minutes,
+        cancellation_notice_hours=row.cancellation_notice_hours,
     )
 
 
@@ -107,6 +121,79 @@ def _block(row: Any) -> Block:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """A webhook event in the outbox, as operators see it."""
+
+    message_id: int
+    webhook_id: str
+    event_type: str
+    state: DeliveryState
+    attempts: int
+    last_status: int | None
+    next_attempt_at: datetime
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return webhooks.delivery_json(
+            webhook_id=self.webhook_id, event_type=self.event_type, state=self.state,
+            attempts=self.attempts, last_status=self.last_status,
+            next_attempt_at=self.next_attempt_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    """A webhook event a sender holds: the body's bytes exactly as stored."""
+
+    message_id: int
+    webhook_id: str
+    body: bytes
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookCounts:
+    pending: int
+    failed: int
+    delivered: int
+    oldest_pending: datetime | None
+
+
+def _delivery_state(row: Any) -> DeliveryState:
+    if row.sent_at is not None:
+        return DeliveryState.DELIVERED
+    if row.failed_at is not None:
+        return DeliveryState.FAILED
+    return DeliveryState.PENDING
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(row.message_id, row.webhook_id, row.event_type, _delivery_state(row),
+                    row.attempts, row.last_status, row.next_attempt_at, row.created_at)
+
+
+def _in_state(state: DeliveryState) -> Any:
+    o = t.outbox.c
+    if state is DeliveryState.DELIVERED:
+        return o.sent_at.is_not(None)
+    if state is DeliveryState.FAILED:
+        return and_(o.sent_at.is_(None), o.failed_at.is_not(None))
+    return and_(o.sent_at.is_(None), o.failed_at.is_(None))
+
+
+@dataclass(frozen=True, slots=True)
+class BookingFilter:
+    """What ``GET /api/v1/bookings`` narrows the list to (None: anything)."""
+
+    professional_id: str | None = None
+    client_id: str | None = None
+    hub_id: str | None = None
+    status: BookingStatus | None = None
+    start: datetime | None = None  # starts_at >= start
+    end: datetime | None = None  # starts_at < end
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRecord:
     booking: Booking
     final: dict[str, Any] | None  # the stored final record, when there is one
@@ -117,9 +204,11 @@ Notify = Callable[[Booking], Sequence[OutboxMessage]]
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, webhooks: bool = False) -> None:
         self.engine = engine
         self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        # Without a receiver configured, webhook events are not written at all.
+        self.webhooks = webhooks
 
     # -- people ------------------------------------------------------------------
 
@@ -137,6 +226,7 @@ class Store:
             "timezone": p.timezone, "session_minutes": p.session_minutes,
             "buffer_minutes": p.buffer_minutes, "availability": json.dumps(list(p.availability)),
             "updated_at": p.updated_at, "slot_minutes": p.slot_minutes,
+            "cancellation_notice_hours": p.cancellation_notice_hours,
         })
         return p
 
@@ -359,6 +449,15 @@ class Store:
                      ) -> tuple[Booking, bool]:
         """Cancel a confirmed booking; ``(booking, changed)``. Idempotent."""
         async with self.engine.begin() as conn:
+            professional_id = (await conn.execute(select(t.bookings.c.professional_id).where(
+                t.bookings.c.booking_id == booking_id))).scalar_one_or_none()
+            if professional_id is not None:
+                # The lock order of create and reschedule: professional, booking, credit
+                # account. Without it a cancel racing a new booking of the same client
+                # deadlocks on PostgreSQL, which re-checks the booking's foreign keys (a
+                # key share on the professional) when a row this transaction already
+                # updated is updated again (``_settle_credit``).
+                await self._lock_professional(conn, professional_id)
             result = await conn.execute(update(t.bookings).where(
                 t.bookings.c.booking_id == booking_id,
                 t.bookings.c.status == BookingStatus.CONFIRMED.value,
@@ -366,6 +465,7 @@ class Store:
                 status=BookingStatus.CANCELLED.value, cancelled_by=cancellation.by.value,
                 cancelled_at=cancellation.at, cancel_late=cancellation.late,
                 cancel_chargeable=cancellation.chargeable, cancel_reason=cancellation.reason,
+                cancel_notice_hours=cancellation.notice_hours,
                 ics_sequence=t.bookings.c.ics_sequence + 1,
             ))
             changed = bool(result.rowcount)
@@ -389,17 +489,21 @@ class Store:
 
     async def _enqueue(self, conn: AsyncConnection, messages: Sequence[OutboxMessage],
                        now: datetime) -> None:
+        if not self.webhooks:
+            messages = [m for m in messages if m.kind != WEBHOOK]
         if messages:
             await conn.execute(t.outbox.insert(), [{
                 "kind": m.kind, "payload": json.dumps(m.payload, default=str),
                 "created_at": now, "next_attempt_at": now, "attempts": 0, "sent_at": None,
-                "last_error": None} for m in messages])
+                "last_error": None, "webhook_id": m.webhook_id, "event_type": m.event_type,
+                "order_key": m.order_key} for m in messages])
 
     @staticmethod
     def _due(kind: str, now: datetime) -> Any:
         """Unsent messages of ``kind`` whose attempt is due and that nobody holds."""
         o = t.outbox.c
-        return and_(o.kind == kind, o.sent_at.is_(None), o.next_attempt_at <= now,
+        return and_(o.kind == kind, o.sent_at.is_(None), o.failed_at.is_(None),
+                    o.next_attempt_at <= now,
                     or_(o.lease_until.is_(None), o.lease_until <= now))
 
     async def due_outbox(self, kind: str, now: datetime, limit: int = 50
@@ -449,7 +553,8 @@ class Store:
         async with self.engine.connect() as conn:
             due: datetime | None = (await conn.execute(select(func.min(o.next_attempt_at))
                                                        .where(o.kind == kind,
-                                                              o.sent_at.is_(None)))
+                                                              o.sent_at.is_(None),
+                                                              o.failed_at.is_(None)))
                                     ).scalar_one()
         return due
 
@@ -485,6 +590,131 @@ class Store:
                 lease_owner=None, lease_until=None))
         return int(result.rowcount)
 
+    # -- webhooks ----------------------------------------------------------------
+
+    async def claim_webhooks(self, owner: str, now: datetime, lease: timedelta, limit: int
+                             ) -> list[ClaimedEvent]:
+        """Take up to ``limit`` due webhook events for ``owner`` until ``now + lease``.
+
+        Only the first undelivered event of each ``order_key`` is due: a later event of
+        one booking waits until every earlier one is delivered or failed. Of several gate
+        processes each event goes to one (``claim_outbox``'s locking).
+        """
+        o = t.outbox.c
+        earlier = t.outbox.alias("earlier")
+        e = earlier.c
+        blocked = select(e.message_id).where(
+            e.kind == WEBHOOK, e.order_key == o.order_key, e.message_id < o.message_id,
+            e.sent_at.is_(None), e.failed_at.is_(None)).exists()
+        pick = (select(o.message_id).where(self._due(WEBHOOK, now), ~blocked)
+                .order_by(o.next_attempt_at, o.message_id).limit(limit))
+        if self.engine.dialect.name == "postgresql":
+            pick = pick.with_for_update(of=t.outbox, skip_locked=True)
+        async with self.engine.begin() as conn:
+            ids = list((await conn.execute(pick)).scalars())
+            if not ids:
+                return []
+            await conn.execute(update(t.outbox).where(o.message_id.in_(ids)).values(
+                lease_owner=owner, lease_until=now + lease))
+            rows = (await conn.execute(select(
+                o.message_id, o.webhook_id, o.payload, o.attempts, o.created_at,
+            ).where(o.message_id.in_(ids)).order_by(o.message_id))).all()
+        return [ClaimedEvent(row.message_id, row.webhook_id, row.payload.encode("utf-8"),
+                             row.attempts, row.created_at) for row in rows]
+
+    async def webhook_attempted(self, message_id: int, owner: str, event: DeliveryEvent,
+                                status: int | None, error: str | None, now: datetime,
+                                retry_at: datetime) -> bool:
+        """Record one attempt of a held event (``webhooks.TRANSITIONS``); False if
+        ``owner`` no longer held it."""
+        o = t.outbox.c
+        state = webhooks.next_state(DeliveryState.PENDING, event)
+        values: dict[str, Any] = {"attempts": o.attempts + 1, "last_status": status,
+                                  "last_error": error[:200] if error else None,
+                                  "lease_owner": None, "lease_until": None}
+        if state is DeliveryState.DELIVERED:
+            values["sent_at"] = now
+        elif state is DeliveryState.FAILED:
+            values["failed_at"] = now
+        elif event is DeliveryEvent.REFUSED:
+            values["next_attempt_at"] = retry_at
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(t.outbox).where(
+                o.message_id == message_id, o.lease_owner == owner, o.sent_at.is_(None),
+            ).values(**values))
+        return bool(result.rowcount)
+
+    async def put_off_webhooks(self, owner: str, retry_at: datetime) -> int:
+        """Give back what ``owner`` holds, due again at ``retry_at`` (the receiver is away)."""
+        o = t.outbox.c
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(t.outbox).where(
+                o.kind == WEBHOOK, o.lease_owner == owner, o.sent_at.is_(None)).values(
+                lease_owner=None, lease_until=None, next_attempt_at=retry_at))
+        return int(result.rowcount)
+
+    async def deliveries(self, state: DeliveryState | None, after: int | None, limit: int
+                         ) -> list[Delivery]:
+        """Webhook events, oldest first, after the message id ``after``."""
+        o = t.outbox.c
+        query = select(t.outbox).where(o.kind == WEBHOOK)
+        if state is not None:
+            query = query.where(_in_state(state))
+        if after is not None:
+            query = query.where(o.message_id > after)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(o.message_id).limit(limit))).all()
+        return [_delivery(row) for row in rows]
+
+    async def retry_delivery(self, webhook_id: str, now: datetime) -> Delivery:
+        """Make a pending or failed event due now (an operator's retry)."""
+        o = t.outbox.c
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(t.outbox).where(
+                o.kind == WEBHOOK, o.webhook_id == webhook_id))).first()
+            if row is None:
+                raise NotFound(f"unknown webhook '{webhook_id}'", field="webhook_id")
+            webhooks.next_state(_delivery_state(row), DeliveryEvent.RETRY)
+            await conn.execute(update(t.outbox).where(
+                o.message_id == row.message_id, o.sent_at.is_(None)).values(
+                failed_at=None, next_attempt_at=now))
+            row = (await conn.execute(select(t.outbox).where(
+                o.message_id == row.message_id))).one()
+        return _delivery(row)
+
+    async def webhook_counts(self) -> WebhookCounts:
+        o = t.outbox.c
+        pending = _in_state(DeliveryState.PENDING)
+        failed = _in_state(DeliveryState.FAILED)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(
+                func.count().filter(pending).label("pending"),
+                func.count().filter(failed).label("failed"),
+                func.count().filter(o.sent_at.is_not(None)).label("delivered"),
+                func.min(o.created_at).filter(pending).label("oldest"),
+            ).where(o.kind == WEBHOOK))).one()
+        return WebhookCounts(int(row.pending or 0), int(row.failed or 0),
+                             int(row.delivered or 0), row.oldest)
+
+    async def endpoint_disabled(self, key: str) -> datetime | None:
+        """When the receiver ``key`` was disabled (410 Gone), or None while enabled."""
+        async with self.engine.connect() as conn:
+            at: datetime | None = (await conn.execute(select(
+                t.webhook_endpoints.c.disabled_at).where(
+                t.webhook_endpoints.c.endpoint_key == key))).scalar_one_or_none()
+        return at
+
+    async def set_endpoint_disabled(self, key: str, disabled: bool, status: int | None,
+                                    now: datetime) -> None:
+        values = {"endpoint_key": key, "disabled_at": now if disabled else None,
+                  "disabled_status": status if disabled else None, "changed_at": now}
+        stmt = self._insert(t.webhook_endpoints).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["endpoint_key"],
+            set_={k: v for k, v in values.items() if k != "endpoint_key"})
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt)
+
     # -- credits -----------------------------------------------------------------
 
     async def _reserve_credit(self, conn: AsyncConnection, new: NewBooking, now: datetime, *,
@@ -507,7 +737,20 @@ class Store:
         await conn.execute(t.credit_ledger.insert().values(
             client_id=new.client_id, hub_id=hub_id, booking_id=new.booking_id, kind="reserve",
             amount=1, at=now, note=None))
+        await self._credits_changed(conn, new.client_id, "reserve", new.booking_id, None, now)
         return hub_id
+
+    async def _credits_changed(self, conn: AsyncConnection, client_id: str, why: str,
+                               booking_id: str | None, note: str | None, now: datetime
+                               ) -> None:
+        """The ``credits.changed`` event of a ledger entry, with the account after it."""
+        if not self.webhooks:
+            return
+        row = (await conn.execute(select(t.credit_accounts).where(
+            t.credit_accounts.c.client_id == client_id))).one()
+        await self._enqueue(conn, [webhooks.credits_changed(
+            client_id=row.client_id, hub_id=row.hub_id, balance=row.balance,
+            reserved=row.reserved, why=why, booking_id=booking_id, note=note, at=now)], now)
 
     async def _settle_credit(self, conn: AsyncConnection, booking_id: str, target: CreditState,
                              now: datetime, note: str) -> None:
@@ -543,6 +786,7 @@ class Store:
         await conn.execute(t.credit_ledger.insert().values(
             client_id=row.client_id, hub_id=row.hub_id or "", booking_id=booking_id, kind=kind,
             amount=1, at=now, note=note))
+        await self._credits_changed(conn, row.client_id, kind, booking_id, note, now)
 
     async def _grant(self, conn: AsyncConnection, hub_id: str, client_id: str, credits: int,
                      now: datetime, note: str | None) -> None:
@@ -556,6 +800,7 @@ class Store:
         await conn.execute(t.credit_ledger.insert().values(
             client_id=client_id, hub_id=hub_id, booking_id=None, kind="grant",
             amount=credits, at=now, note=note))
+        await self._credits_changed(conn, client_id, "grant", None, note, now)
 
     async def grant_credits(self, hub_id: str, client_id: str, credits: int, now: datetime
                             ) -> CreditAccount:
@@ -630,6 +875,8 @@ class Store:
             inserted = (await conn.execute(stmt)).rowcount == 1
             if inserted:
                 await self._settle_credit(conn, booking_id, credit_target, now, "attendance")
+                await self._enqueue(conn, [webhooks.attendance_finalized(
+                    {**record, "overrides": []}, now)], now)
                 return record
             stored = (await conn.execute(select(t.attendance_records.c.record).where(
                 t.attendance_records.c.booking_id == booking_id))).scalar_one()
@@ -648,15 +895,25 @@ class Store:
                 "outcome": record["outcome"], "record": json.dumps(record)})
             await conn.execute(stmt)
             await self._settle_credit(conn, booking_id, credit_target, now, "override")
+            if self.webhooks:
+                trail = (await self._overrides(conn, [booking_id]))[booking_id]
+                await self._enqueue(conn, [webhooks.attendance_overridden(
+                    {**record, "overrides": [{**entry, "at": format_time(entry["at"])}
+                                             for entry in trail]}, now)], now)
 
     async def overrides_for(self, booking_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        async with self.engine.connect() as conn:
+            return await self._overrides(conn, booking_ids)
+
+    @staticmethod
+    async def _overrides(conn: AsyncConnection, booking_ids: Sequence[str]
+                         ) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {b: [] for b in booking_ids}
         if not booking_ids:
             return found
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(t.attendance_overrides).where(
-                t.attendance_overrides.c.booking_id.in_(list(booking_ids)),
-            ).order_by(t.attendance_overrides.c.override_id))).all()
+        rows = (await conn.execute(select(t.attendance_overrides).where(
+            t.attendance_overrides.c.booking_id.in_(list(booking_ids)),
+        ).order_by(t.attendance_overrides.c.override_id))).all()
         for row in rows:
             found[row.booking_id].append({
                 "from": row.from_outcome, "to": row.to_outcome, "reason": row.reason,
@@ -703,12 +960,42 @@ class Store:
             query = query.join(records, records.c.booking_id == b.booking_id).where(
                 records.c.outcome == outcome)
         if after is not None:
-            query = query.where(or_(b.starts_at > after[0],
-                                    and_(b.starts_at == after[0], b.booking_id > after[1])))
+            # A row value: the (starts_at, booking_id) index answers it directly.
+            query = query.where(_after(after))
         query = query.order_by(b.starts_at, b.booking_id).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_booking(row) for row in rows]
+
+    async def list_bookings(self, where: BookingFilter, after: tuple[datetime, str] | None,
+                            limit: int) -> list[Booking]:
+        """Bookings matching ``where``, in (starts_at, booking_id) order, after ``after``."""
+        b = t.bookings.c
+        query = select(t.bookings)
+        for column, value in ((b.professional_id, where.professional_id),
+                              (b.client_id, where.client_id), (b.hub_id, where.hub_id),
+                              (b.status, where.status and where.status.value)):
+            if value is not None:
+                query = query.where(column == value)
+        if where.start is not None:
+            query = query.where(b.starts_at >= where.start)
+        if where.end is not None:
+            query = query.where(b.starts_at < where.end)
+        if after is not None:
+            query = query.where(_after(after))
+        query = query.order_by(b.starts_at, b.booking_id).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_booking(row) for row in rows]
+
+    async def professional_names(self, professional_ids: Sequence[str]) -> dict[str, str]:
+        if not professional_ids:
+            return {}
+        p = t.professionals.c
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(p.professional_id, p.name).where(
+                p.professional_id.in_(list(set(professional_ids)))))).all()
+        return {row.professional_id: row.name for row in rows}
 
     # -- credit requests -----------------------------------------------------------
 

@@ -20,6 +20,7 @@ from booking_gate.config import (
     GateConfig,
     load_or_create_secret,
     retired_keys_from_env,
+    webhooks_from_env,
     windows_from_env,
 )
 from booking_gate.db.engine import async_url, check_sqlite_folder, sqlite_path
@@ -243,6 +244,7 @@ def gate_config(args: argparse.Namespace) -> GateConfig:
         join_early=join_early,
         overrun=overrun,
         **smtp,
+        **webhooks_from_env(),
     )
 
 

@@ -74,6 +74,12 @@ EXPECTED = {
     ("/api/v1/professionals/{professional_id}/calendar.ics", "get"),
     ("/api/v1/signalling/rooms/{room_id}", "get"),
     ("/api/v1/signalling/rooms", "post"),
+    ("/api/v1/bookings", "get"),
+    ("/api/v1/bookings/{booking_id}/cancellation-terms", "get"),
+    ("/api/v1/webhooks", "get"),
+    ("/api/v1/webhooks/enable", "post"),
+    ("/api/v1/webhooks/deliveries", "get"),
+    ("/api/v1/webhooks/deliveries/{webhook_id}/retry", "post"),
 }
 JOIN_TOKEN = {"/api/v1/rooms/{room_id}/next-slots", "/api/v1/rooms/{room_id}/next-booking"}
 STARTS = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -250,7 +256,7 @@ def test_attendance_records_match_their_schema() -> None:
     ("ProfessionalInput", {"name": "Dr A", "email": "a@example.org", "timezone": "UTC",
                            "availability": [{"weekday": 1, "start": "08:30", "end": "24:00"}]},
      {"name", "email", "timezone", "session_minutes", "buffer_minutes", "slot_minutes",
-      "availability"}),
+      "cancellation_notice_hours", "availability"}),
     ("BookingInput", {"professional_id": "p-1", "client_id": "c-1",
                       "starts_at": "2026-11-21T10:00:00Z", "ends_at": "2026-11-21T10:50:00Z",
                       "funding": "private", "source": "direct"},

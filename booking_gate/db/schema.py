@@ -69,6 +69,8 @@ professionals = Table(
     Column("slot_minutes", Integer, nullable=True),
     Column("availability", Text, nullable=False),  # JSON list
     Column("updated_at", UTCDateTime, nullable=False),
+    # Revision 0005: the notice a cancellation outside hubs needs (hub bookings: 24 h).
+    Column("cancellation_notice_hours", Integer, nullable=False, server_default="24"),
 )
 
 clients = Table(
@@ -114,8 +116,13 @@ bookings = Table(
     Column("cancel_reason", String(500), nullable=True),
     Column("idempotency_key", String(128), nullable=True, unique=True),
     Column("ics_sequence", Integer, nullable=False, server_default="0"),
+    # Revision 0005: the notice the policy asked for when it was cancelled (null: 24).
+    Column("cancel_notice_hours", Integer, nullable=True),
     Index("ix_bookings_professional", "professional_id", "starts_at"),
     Index("ix_bookings_starts", "starts_at", "booking_id"),
+    # Revision 0005: the bookings list by client or hub, in (starts_at, booking_id) order.
+    Index("ix_bookings_client", "client_id", "starts_at", "booking_id"),
+    Index("ix_bookings_hub", "hub_id", "starts_at", "booking_id"),
 )
 
 credit_accounts = Table(
@@ -190,7 +197,28 @@ outbox = Table(
     # process that dies mid-send leaves it to the others once the lease runs out).
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", UTCDateTime, nullable=True),
+    # Revision 0005, webhook events: the stable ``webhook-id``, the type, the key of the
+    # events delivered in order (one booking's), when it was given up (dead letter) and
+    # the receiver's last HTTP status. ``sent_at`` is when it was delivered.
+    Column("webhook_id", String(64), nullable=True),
+    Column("event_type", String(64), nullable=True),
+    Column("order_key", String(160), nullable=True),
+    Column("failed_at", UTCDateTime, nullable=True),
+    Column("last_status", Integer, nullable=True),
     Index("ix_outbox_due", "sent_at", "next_attempt_at"),
+    Index("ix_outbox_order", "kind", "order_key", "message_id"),
+    Index("ux_outbox_webhook_id", "webhook_id", unique=True),
+)
+
+# Revision 0005: the webhook receiver's state, shared by every gate process. A receiver
+# that answered 410 Gone is disabled until an operator enables it again. Keyed by a hash
+# of the URL (a URL may carry a secret): a new URL starts enabled.
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("endpoint_key", String(64), primary_key=True),
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("disabled_status", Integer, nullable=True),
+    Column("changed_at", UTCDateTime, nullable=False),
 )
 
 credit_requests = Table(
