@@ -34,6 +34,8 @@ ISSUER = "carecall-gate"
 AUDIENCE = "carecall-signalling"
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "role", "room", "bkg", "iat", "nbf", "exp", "jti"]
+# How far a token's ``iat`` may lie ahead of the server's clock (seconds).
+MAX_CLOCK_SKEW = 60
 
 
 def _b64url(data: bytes) -> str:
@@ -188,6 +190,8 @@ class TokenIssuer:
         except jwt.PyJWTError:
             raise Unauthorized("the join token is invalid") from None
         ts = now.timestamp()
+        if isinstance(claims["iat"], int | float) and claims["iat"] > ts + MAX_CLOCK_SKEW:
+            raise Unauthorized("the join token was issued in the future")
         if not claims["nbf"] <= ts < claims["exp"]:
             raise Unauthorized("the join token is outside its validity window")
         try:

@@ -26,8 +26,8 @@ class JSONLimitError(ValueError):
     """The text is too large or nested too deeply; the message says which."""
 
 
-def depth(text: str | bytes) -> int:
-    """The deepest nesting of arrays and objects in ``text`` (stops past ``MAX_DEPTH``)."""
+def depth(text: str | bytes, limit: int = MAX_DEPTH) -> int:
+    """The deepest nesting of arrays and objects in ``text``; stops once past ``limit``."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8", errors="replace")
     level = deepest = 0
@@ -37,7 +37,7 @@ def depth(text: str | bytes) -> int:
             level += 1
             if level > deepest:
                 deepest = level
-                if deepest > MAX_DEPTH:
+                if deepest > limit:
                     break
         elif piece in ("]", "}"):
             level -= 1
@@ -52,7 +52,7 @@ def loads(text: str | bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> A
     opening = text.count("[") + text.count("{") if isinstance(text, str) else \
         text.count(b"[") + text.count(b"{")
     # Fewer brackets than the limit cannot nest past it (an SDP offer has none).
-    if opening > max_depth and depth(text) > max_depth:
+    if opening > max_depth and depth(text, max_depth) > max_depth:
         raise JSONLimitError(f"nested more than {max_depth} levels deep")
     try:
         return json.loads(text)
