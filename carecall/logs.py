@@ -20,6 +20,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 OWN = ("carecall", "booking_gate", "signalling", "peer", "tests", "bench", "__main__")
@@ -53,16 +54,18 @@ class PrivacyFilter(logging.Filter):
 class RepeatFilter(logging.Filter):
     """Writes a repeated WARNING-or-worse record once per ``interval`` with a count."""
 
-    def __init__(self, interval: float = REPEAT_INTERVAL) -> None:
+    def __init__(self, interval: float = REPEAT_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.interval = interval
+        self._clock = clock
         self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
         key = (record.name, record.levelno, str(record.msg))
-        now = time.monotonic()
+        now = self._clock()
         last = self._seen.get(key)
         if last is not None and now - last[0] < self.interval:
             self._seen[key] = (last[0], last[1] + 1)
