@@ -189,19 +189,23 @@ class TokenIssuer:
             )
         except jwt.PyJWTError:
             raise Unauthorized("the join token is invalid") from None
-        ts = now.timestamp()
-        if isinstance(claims["iat"], int | float) and claims["iat"] > ts + MAX_CLOCK_SKEW:
-            raise Unauthorized("the join token was issued in the future")
-        if not claims["nbf"] <= ts < claims["exp"]:
-            raise Unauthorized("the join token is outside its validity window")
+        times = [claims[name] for name in ("iat", "nbf", "exp")]
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in times):
+            raise Unauthorized("the join token has malformed claims")
         try:
-            return TokenClaims(
+            parsed = TokenClaims(
                 sub=str(claims["sub"]), role=Role(claims["role"]), room=str(claims["room"]),
-                bkg=str(claims["bkg"]), iat=int(claims["iat"]), nbf=int(claims["nbf"]),
-                exp=int(claims["exp"]), jti=str(claims["jti"]),
+                bkg=str(claims["bkg"]), iat=times[0], nbf=times[1], exp=times[2],
+                jti=str(claims["jti"]),
             )
         except (ValueError, TypeError):
             raise Unauthorized("the join token has malformed claims") from None
+        ts = now.timestamp()
+        if parsed.iat > ts + MAX_CLOCK_SKEW:
+            raise Unauthorized("the join token was issued in the future")
+        if not parsed.nbf <= ts < parsed.exp:
+            raise Unauthorized("the join token is outside its validity window")
+        return parsed
 
 
 def join_url(public_url: str, room_id: str, token: str) -> str:
