@@ -77,6 +77,11 @@ class ConnectionMetrics:
             registry=registry)
 
 
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
+
+
 def _peer_address(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
@@ -155,13 +160,23 @@ class GuardedListener:
                      ) -> web.StreamResponse:
         transport = request.transport
         key = transport.get_protocol() if transport is not None else None
-        if key is None:
-            return await handler(request)
-        self.table.request_started(key)
+        if key is not None:
+            self.table.request_started(key)
+        started, status = time.perf_counter(), 500
         try:
-            return await handler(request)
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
         finally:
-            self.table.request_ended(key)
+            if key is not None:
+                self.table.request_ended(key)
+            # The access log: method, route template (never the path's ids, the query or
+            # the client), status and time; at DEBUG, as a socket's life can be long.
+            logger.debug("%s %s %d %.1f ms", request.method, _route(request), status,
+                         (time.perf_counter() - started) * 1000)
 
     def protocol(self) -> asyncio.Protocol:
         assert self._factory is not None
