@@ -38,7 +38,8 @@ class Served:
         self.stderr_path = cwd / f"stderr-{os.getpid()}-{id(self)}.log"
         self._stderr: IO[str] = self.stderr_path.open("w")
         # ``prefix``: a command that runs carecall, such as prlimit with its limits.
-        self.proc = subprocess.Popen([*(prefix or []), *CARECALL, *args], cwd=cwd, env=env or clean_env(),
+        self.proc = subprocess.Popen([*(prefix or []), *CARECALL, *args], cwd=cwd,
+                                     env=env or clean_env(),
                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True,
                                      bufsize=1)
         self._lines: queue.Queue[str | None] = queue.Queue()

@@ -11,6 +11,7 @@ email, SDP, candidate, join token, API key or traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -75,10 +76,8 @@ def malformed_http(port: int) -> None:
             sock.bind(("127.0.0.2", 0))
             sock.connect(("127.0.0.1", port))
             sock.sendall(payload)
-            try:
+            with contextlib.suppress(OSError):
                 sock.recv(4096)
-            except OSError:
-                pass
 
 
 async def refused_joins(base: str, token: str) -> None:
