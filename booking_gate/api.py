@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+import boundedjson
 from booking_gate import billing_csv
 from booking_gate.appkeys import CALENDAR_SECRET, CONFIG, METRICS, SERVICE
 from booking_gate.errors import GateError, InvalidRequest, NotFound, Unauthorized
@@ -47,7 +48,9 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     if optional and not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return boundedjson.loads(raw, max_bytes=MAX_BODY)
+    except boundedjson.JSONLimitError as error:
+        raise InvalidRequest(f"the body is {error}", field=None) from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("the body is not valid JSON", field=None) from None
 

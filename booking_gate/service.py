@@ -244,7 +244,7 @@ class GateService:
             # Never shorter than a session: a grid must not offer overlapping starts.
             slot = body.integer("slot_minutes", low=session, high=MAX_SLOT_MINUTES)
         professional = Professional(
-            professional_id=ProfessionalId(pid), name=body.req_text("name", max_len=200),
+            professional_id=ProfessionalId(pid), name=body.name(),
             email=body.email(), timezone=parse_timezone(body.data.get("timezone")),
             session_minutes=session, buffer_minutes=buffer,
             availability=tuple(w.to_json() for w in parse_availability(
@@ -284,7 +284,7 @@ class GateService:
         body = Body(data, {"name", "email", "timezone", "hub_id"})
         hub = body.ident("hub_id", required=False)
         client = Client(
-            client_id=ClientId(cid), name=body.req_text("name", max_len=200), email=body.email(),
+            client_id=ClientId(cid), name=body.name(), email=body.email(),
             timezone=parse_timezone(body.data.get("timezone")),
             hub_id=HubId(hub) if hub else None, updated_at=self.clock(),
         )

@@ -34,6 +34,8 @@ ISSUER = "carecall-gate"
 AUDIENCE = "carecall-signalling"
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "role", "room", "bkg", "iat", "nbf", "exp", "jti"]
+# How far a token's ``iat`` may lie ahead of the server's clock (seconds).
+MAX_CLOCK_SKEW = 60
 
 
 def _b64url(data: bytes) -> str:
@@ -187,17 +189,23 @@ class TokenIssuer:
             )
         except jwt.PyJWTError:
             raise Unauthorized("the join token is invalid") from None
-        ts = now.timestamp()
-        if not claims["nbf"] <= ts < claims["exp"]:
-            raise Unauthorized("the join token is outside its validity window")
+        times = [claims[name] for name in ("iat", "nbf", "exp")]
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in times):
+            raise Unauthorized("the join token has malformed claims")
         try:
-            return TokenClaims(
+            parsed = TokenClaims(
                 sub=str(claims["sub"]), role=Role(claims["role"]), room=str(claims["room"]),
-                bkg=str(claims["bkg"]), iat=int(claims["iat"]), nbf=int(claims["nbf"]),
-                exp=int(claims["exp"]), jti=str(claims["jti"]),
+                bkg=str(claims["bkg"]), iat=times[0], nbf=times[1], exp=times[2],
+                jti=str(claims["jti"]),
             )
         except (ValueError, TypeError):
             raise Unauthorized("the join token has malformed claims") from None
+        ts = now.timestamp()
+        if parsed.iat > ts + MAX_CLOCK_SKEW:
+            raise Unauthorized("the join token was issued in the future")
+        if not parsed.nbf <= ts < parsed.exp:
+            raise Unauthorized("the join token is outside its validity window")
+        return parsed
 
 
 def join_url(public_url: str, room_id: str, token: str) -> str:

@@ -7,6 +7,7 @@ raises ``InvalidRequest`` naming the offending field with an exact message.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
@@ -28,6 +29,17 @@ MAX_NAME = 200
 MAX_AVAILABILITY = 100
 
 E = TypeVar("E")
+
+
+def _is_control(char: str) -> bool:
+    # Cc: C0/C1 controls incl. NUL, CR, LF, TAB; Cf: format (bidi overrides, zero
+    # width); Zl/Zp: the Unicode line and paragraph separators.
+    return unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters as spaces, whitespace runs as one, trimmed."""
+    return " ".join("".join(" " if _is_control(c) else c for c in text).split())
 
 
 def parse_id(value: object, field: str) -> str:
@@ -104,9 +116,19 @@ class Body:
         assert value is not None
         return value
 
+    def name(self, field: str = "name", *, max_len: int = 200) -> str:
+        """A person's name on one line: control and format characters (CR, LF, NUL,
+        bidi overrides, ...) become spaces, runs of spaces one, and the ends are trimmed,
+        so a name cannot add a line to an email or a calendar entry."""
+        value = one_line(self.req_text(field, max_len=max_len))
+        if not value:
+            raise InvalidRequest(f"'{field}' must contain letters, not only spaces",
+                                 field=field)
+        return value
+
     def email(self, field: str = "email") -> str:
         value = self.req_text(field, max_len=254)
-        if not _EMAIL_RE.fullmatch(value):
+        if not _EMAIL_RE.fullmatch(value) or any(_is_control(c) for c in value):
             raise InvalidRequest(f"'{field}' must be an email address", field=field)
         return value
 

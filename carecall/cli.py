@@ -25,7 +25,8 @@ from booking_gate.config import (
 )
 from booking_gate.db.engine import async_url, check_sqlite_folder, sqlite_path
 from booking_gate.tokens import load_or_create_key
-from carecall import vardir
+from carecall import logs, vardir
+from carecall.connections import DEFAULT_PER_ADDRESS, Limits
 from peer import cli as peer_cli
 from signalling.app import load_resume_secret
 from signalling.config import SignallingConfig
@@ -268,6 +269,23 @@ def _smtp_from_env() -> dict[str, Any]:
 MIN_RESUME_SECRET = 32
 
 
+def _positive_env(name: str) -> int | None:
+    """A whole number of at least 1 from ``name``, or None when unset."""
+    value = _env(name)
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1 (got {value!r:.40})")
+    return int(value)
+
+
+def connection_limits() -> Limits:
+    """``CARECALL_MAX_CONNECTIONS`` and ``CARECALL_MAX_CONNECTIONS_PER_ADDRESS``."""
+    per_address = _positive_env("CARECALL_MAX_CONNECTIONS_PER_ADDRESS")
+    return Limits(max_connections=_positive_env("CARECALL_MAX_CONNECTIONS"),
+                  max_per_address=per_address or DEFAULT_PER_ADDRESS)
+
+
 def _trusted_proxies() -> tuple[str, ...]:
     """``CARECALL_TRUSTED_PROXIES``, each entry checked now (ValueError names a bad one)."""
     from signalling.handler import proxy_networks
@@ -319,8 +337,7 @@ def _fail(message: str, status: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(args.log_level)
     if args.command == "peer":
         return peer_cli.main(args)
     if args.command == "signalling":
@@ -328,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = gate_config(args)
         signalling = signalling_config(args) if args.command == "serve" else None
+        limits, trusted = connection_limits(), _trusted_proxies()
     except ValueError as error:  # refused before anything is written
         return _fail(str(error), 2)
     try:
@@ -337,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from carecall.serve import run  # not imported for `peer`: it starts faster
 
             return asyncio.run(run(config, args.host, args.port, signalling=signalling,
-                                   demo=getattr(args, "demo", False)))
+                                   demo=getattr(args, "demo", False), limits=limits,
+                                   trusted_proxies=trusted))
     except vardir.StateError as error:
         return _fail(str(error), 1)
     except KeyboardInterrupt:
@@ -357,12 +376,13 @@ def _node(args: argparse.Namespace) -> int:
         return _fail("--gate-url must be an http:// or https:// URL", 2)
     try:
         config = signalling_config(args, node=True)
+        limits = connection_limits()
     except ValueError as error:
         return _fail(str(error), 2)
     try:
         with vardir.claim(config.var_dir, None):
             return asyncio.run(run_node(config, args.gate_url.rstrip("/"), args.api_key,
-                                        args.host, args.port))
+                                        args.host, args.port, limits=limits))
     except vardir.StateError as error:
         return _fail(str(error), 1)
     except KeyboardInterrupt:

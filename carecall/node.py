@@ -19,7 +19,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 
-from carecall.serve import bind
+from carecall.connections import DEFAULT_LIMITS, Limits
+from carecall.serve import bind, guarded
 from signalling.app import setup_signalling
 from signalling.appkeys import HUB, METRICS
 from signalling.config import SignallingConfig
@@ -29,10 +30,11 @@ from signalling.gate_http import HttpGate
 logger = logging.getLogger(__name__)
 
 
-def build_node(config: SignallingConfig, gate_url: str, api_key: str) -> web.Application:
+def build_node(config: SignallingConfig, gate_url: str, api_key: str, *,
+               registry: CollectorRegistry | None = None) -> web.Application:
     """A signalling node's app: signalling over an HTTP gate link, health and metrics."""
     app = web.Application()
-    registry = CollectorRegistry()
+    registry = registry or CollectorRegistry()
     setup_signalling(app, config, HttpGate(gate_url, api_key), registry=registry)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -67,15 +69,19 @@ def _fail(message: str) -> int:
 
 
 async def run_node(config: SignallingConfig, gate_url: str, api_key: str, host: str,
-                   port: int) -> int:
+                   port: int, *, limits: Limits = DEFAULT_LIMITS) -> int:
     """Serve a signalling node until SIGTERM or SIGINT."""
     try:
         sock = bind(host, port)
     except OSError as error:
         return _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
     origin = f"http://{host}:{sock.getsockname()[1]}"
-    app = build_node(config, gate_url, api_key)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    registry = CollectorRegistry()
+    app = build_node(config, gate_url, api_key, registry=registry)
+    listener = guarded(limits, registry, config.trusted_proxies)
+    listener.install(app)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10,
+                           **listener.runner_options())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -86,11 +92,12 @@ async def run_node(config: SignallingConfig, gate_url: str, api_key: str, host: 
         except (RedisError, OSError) as error:
             return _fail(f"cannot use Redis at {redacted(config.redis_url or '')}: "
                          f"{error.__class__.__name__}")
-        await web.SockSite(runner, sock).start()
+        await listener.start(runner, sock)
         print(f"carecall listening on {origin}", flush=True)
         await stop.wait()
         logger.info("draining: closing every socket with 1001")
         return 0
     finally:
+        await listener.stop()
         await runner.cleanup()
         sock.close()

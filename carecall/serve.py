@@ -23,9 +23,13 @@ from booking_gate.db.engine import DatabaseError
 from booking_gate.demo import DemoBooking, create_demo_booking
 from booking_gate.errors import GateError
 from booking_gate.service import Clock, utc_now
+from carecall.connections import DEFAULT_LIMITS, Limits
+from carecall.listener import GuardedListener
+from carecall.logs import loop_exception_handler
 from carecall.wiring import InProcessGate
 from signalling.app import setup_signalling
 from signalling.config import SignallingConfig
+from signalling.handler import is_trusted_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +46,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def build_app(config: GateConfig, signalling: SignallingConfig | None = None, *,
-              clock: Clock = utc_now) -> web.Application:
+              clock: Clock = utc_now,
+              registry: CollectorRegistry | None = None) -> web.Application:
     """One app with the gate, and signalling wired to it in-process when given."""
     app = web.Application(client_max_size=256 * 1024)
     # One registry, so /metrics shows the gate's and signalling's metrics together.
-    registry = CollectorRegistry()
+    registry = registry or CollectorRegistry()
     setup_gate(app, config, clock=clock, registry=registry)
     if signalling is not None:
         if not signalling.public_url:
@@ -60,8 +65,17 @@ def _fail(message: str) -> int:
     return 1
 
 
+def guarded(limits: Limits, registry: CollectorRegistry,
+            trusted_proxies: tuple[str, ...]) -> GuardedListener:
+    """The node's listener; asyncio's own errors logged privately from now on."""
+    asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
+    return GuardedListener(limits, registry,
+                           lambda address: is_trusted_proxy(address, trusted_proxies))
+
+
 async def run(config: GateConfig, host: str, port: int, *,
-              signalling: SignallingConfig | None = None, demo: bool = False) -> int:
+              signalling: SignallingConfig | None = None, demo: bool = False,
+              limits: Limits = DEFAULT_LIMITS, trusted_proxies: tuple[str, ...] = ()) -> int:
     """Serve the gate, and signalling beside it when ``signalling`` is given."""
     try:
         sock = bind(host, port)
@@ -71,8 +85,11 @@ async def run(config: GateConfig, host: str, port: int, *,
     origin = f"http://{host}:{bound}"
     if not config.public_url:
         config = dataclasses.replace(config, public_url=origin)
-    app = build_app(config, signalling)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    registry = CollectorRegistry()
+    app = build_app(config, signalling, registry=registry)
+    listener = guarded(limits, registry, trusted_proxies)
+    listener.install(app)
+    runner = web.AppRunner(app, handle_signals=False, **listener.runner_options())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -91,7 +108,7 @@ async def run(config: GateConfig, host: str, port: int, *,
                 booking = await create_demo_booking(app[SERVICE])
             except GateError as error:
                 return _fail(f"--demo: {error.message}")
-        await web.SockSite(runner, sock).start()
+        await listener.start(runner, sock)
         print(f"carecall listening on {origin}", flush=True)
         if booking is not None:
             print(f"professional: {booking.professional}", flush=True)
@@ -101,5 +118,6 @@ async def run(config: GateConfig, host: str, port: int, *,
         logger.info("shutting down")
         return 0
     finally:
+        await listener.stop()
         await runner.cleanup()
         sock.close()

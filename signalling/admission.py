@@ -28,6 +28,10 @@ class Admitted:
     booking: RoomBooking
 
 
+# How far a token's ``iat`` may lie ahead of this server's clock (seconds).
+MAX_CLOCK_SKEW = 60
+
+
 class Admission:
     def __init__(self, gate: GateLink) -> None:
         self.gate = gate
@@ -46,6 +50,10 @@ class Admission:
         if room_hint is not None and room_hint != claims.room:
             raise NotAllowed("this link is for another room", "wrong_room")
         ts = now.timestamp()
+        if claims.iat > ts + MAX_CLOCK_SKEW:
+            # Issued "in the future": a gate with a broken clock, or a key used outside
+            # the gate. Either way not a token this server should honour.
+            raise BadToken("the join token was issued in the future")
         if ts >= claims.exp:
             raise OutsideWindow("this session is over", "session_over")
         booking = await self.gate.room(claims.room)

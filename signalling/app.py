@@ -33,6 +33,7 @@ from signalling.appkeys import (
     METRICS,
     REPORTER,
     RESUME_SECRET,
+    WAITING,
 )
 from signalling.config import SignallingConfig
 from signalling.errors import CloseCode, GateUnavailable
@@ -44,6 +45,7 @@ from signalling.ratelimit import KeyedLimiter
 from signalling.registry import MemoryRegistry, RoomRegistry
 from signalling.reporter import AttendanceReporter
 from signalling.spool import Spool
+from signalling.waiting import WaitingJoins
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,7 @@ def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateL
     app[ADMISSION] = Admission(gate)
     app[FAILED_JOINS] = KeyedLimiter(config.failed_admissions_per_minute / 60.0,
                                      config.failed_admissions_burst)
+    app[WAITING] = WaitingJoins(config.waiting_per_address)
     web_dir = config.web_client_dir or default_web_client_dir()
 
     async def page(request: web.Request) -> web.StreamResponse:

@@ -18,6 +18,8 @@ class SignallingConfig:
     var_dir: Path = Path("var")
     web_client_dir: Path | None = None
     hello_timeout: float = 5.0
+    # Sockets of one address that may wait for their hello at once (signalling/waiting.py).
+    waiting_per_address: int = 16
     grace: timedelta = timedelta(seconds=30)
     heartbeat: float = 10.0
     # Per connection: sustained messages per second and burst.

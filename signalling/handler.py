@@ -31,6 +31,7 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from signalling import messages, resume
@@ -42,6 +43,7 @@ from signalling.appkeys import (
     HUB,
     METRICS,
     RESUME_SECRET,
+    WAITING,
 )
 from signalling.errors import (
     CloseCode,
@@ -61,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 # How long a handler waits for the client to answer a close the server started.
 CLOSE_HANDSHAKE_SECONDS = 5.0
+# How long a refusal without ``wait_for_reply`` leaves the client to answer the close.
+DROP_AFTER_SECONDS = 0.1
 
 
 def origin_allowed(request: web.Request) -> bool:
@@ -151,22 +155,59 @@ class SignallingSocket(web.WebSocketResponse):
 
 
 async def _refuse(ws: web.WebSocketResponse, request: web.Request, code: CloseCode,
-                  error_code: str, message: str) -> None:
+                  error_code: str, message: str, *, wait_for_reply: bool = True) -> None:
+    """Send the error, then close with ``code``; without ``wait_for_reply`` the socket is
+    dropped ``DROP_AFTER_SECONDS`` after the close frame, answered or not."""
     request.app[METRICS].refusals.labels(str(int(code))).inc()
     if not ws.closed:
         try:
             await ws.send_str(messages.encode(messages.error(error_code, message)))
-            await ws.close(code=code, message=error_code.encode())
-        except (ConnectionError, RuntimeError):
+            async with asyncio.timeout(None if wait_for_reply else DROP_AFTER_SECONDS):
+                await ws.close(code=code, message=error_code.encode())
+        except (ConnectionError, RuntimeError, TimeoutError):
             pass
 
 
-async def _read_hello(ws: SignallingSocket, limit: float) -> messages.Hello | None:
-    """The first message as a ``hello``, or None when the client left without one."""
+class _Displaced(RateLimited):
+    """Too many sockets of this address were waiting for their hello: the oldest goes."""
+
+
+async def _receive_first(ws: SignallingSocket, limit: float,
+                         displaced: asyncio.Future[None]) -> aiohttp.WSMessage:
+    """The first frame, unless the limit passes or a newer socket displaces this one."""
+    receive = asyncio.ensure_future(ws.receive())
     try:
-        msg = await asyncio.wait_for(ws.receive(), limit)
-    except TimeoutError:
-        raise HelloTimeout(f"no hello within {limit:g} s") from None
+        done, _ = await asyncio.wait((receive, displaced), timeout=limit,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not receive.done():
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receive
+    if receive in done:
+        return receive.result()
+    if displaced in done:
+        raise _Displaced("too many connections from this address are waiting to join")
+    raise HelloTimeout(f"no hello within {limit:g} s")
+
+
+async def _read_hello(request: web.Request, ws: SignallingSocket,
+                      limit: float) -> messages.Hello | None:
+    """The first message as a ``hello``, or None when the client left without one.
+
+    While it waits, the socket counts against its address's waiting sockets."""
+    waiting, metrics = request.app[WAITING], request.app[METRICS]
+    address = client_address(request)
+    displaced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    victim = waiting.add(address, displaced)
+    if isinstance(victim, asyncio.Future) and not victim.done():
+        victim.set_result(None)
+    metrics.waiting.set(len(waiting))
+    try:
+        msg = await _receive_first(ws, limit, displaced)
+    finally:
+        waiting.remove(address, displaced)
+        metrics.waiting.set(len(waiting))
     if msg.type is WSMsgType.TEXT:
         parsed = messages.parse(msg.data)
         if not isinstance(parsed, messages.Hello):
@@ -226,10 +267,17 @@ async def _session(request: web.Request, ws: SignallingSocket) -> None:
         return
     admission = request.app[ADMISSION]
     try:
-        hello = await _read_hello(ws, config.hello_timeout)
+        hello = await _read_hello(request, ws, config.hello_timeout)
         if hello is None:
             return  # the client closed first: nothing was attempted
         claims = await admission.verify(hello.token)
+    except _Displaced as error:
+        # Said and closed at once: the socket's descriptor is wanted now, and its client
+        # (if it is one) has shown no sign of life to wait for.
+        logger.info("join refused: %s (too many waiting)", error.code)
+        await _refuse(ws, request, error.close_code, error.code, error.message,
+                      wait_for_reply=False)
+        return
     except GateUnavailable as error:
         # Our failure, not the client's: it retries, and spends no budget doing so.
         logger.warning("join refused: the gate is unreachable")

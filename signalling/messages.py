@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import boundedjson
 from signalling.errors import BadToken, ProtocolError
 
 MAX_MESSAGE_BYTES = 64 * 1024  # "at most 64 KiB": a frame of exactly this size is allowed
@@ -86,7 +87,9 @@ def parse(text: str | bytes) -> ClientMessage:
     if isinstance(text, bytes):
         raise ProtocolError("frames must be text, not binary")
     try:
-        obj = json.loads(text)
+        obj = boundedjson.loads(text, max_bytes=MAX_MESSAGE_BYTES)
+    except boundedjson.JSONLimitError as error:
+        raise ProtocolError(f"the message is {error}") from None
     except ValueError:
         raise ProtocolError("the message is not valid JSON") from None
     if not isinstance(obj, dict):

@@ -56,9 +56,13 @@ def verify(token: str, key: Ed25519PublicKey) -> Claims:
         )
     except jwt.PyJWTError as error:
         raise BadToken(f"the join token is not valid ({type(error).__name__})") from None
+    times = [claims[name] for name in ("iat", "nbf", "exp")]
+    # Whole seconds only: not "5", not 1.5, not true, not Infinity (int() would overflow).
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in times):
+        raise BadToken("the join token has malformed claims")
     try:
         return Claims(sub=str(claims["sub"]), role=Role(claims["role"]),
                       room=str(claims["room"]), booking_id=str(claims["bkg"]),
-                      iat=int(claims["iat"]), nbf=int(claims["nbf"]), exp=int(claims["exp"]))
+                      iat=times[0], nbf=times[1], exp=times[2])
     except (ValueError, TypeError):
         raise BadToken("the join token has malformed claims") from None

@@ -33,10 +33,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Served:
     """A running ``carecall serve``: its stdout read line by line, stderr kept in a file."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None, *,
+                 prefix: list[str] | None = None) -> None:
         self.stderr_path = cwd / f"stderr-{os.getpid()}-{id(self)}.log"
         self._stderr: IO[str] = self.stderr_path.open("w")
-        self.proc = subprocess.Popen([*CARECALL, *args], cwd=cwd, env=env or clean_env(),
+        # ``prefix``: a command that runs carecall, such as prlimit with its limits.
+        self.proc = subprocess.Popen([*(prefix or []), *CARECALL, *args], cwd=cwd,
+                                     env=env or clean_env(),
                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True,
                                      bufsize=1)
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -101,8 +104,9 @@ class Served:
 
 
 @contextmanager
-def serve(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
-    served = Served(["serve", *args], cwd, env)
+def serve(args: list[str], cwd: Path, env: dict[str, str] | None = None, *,
+          prefix: list[str] | None = None) -> Iterator[Served]:
+    served = Served(["serve", *args], cwd, env, prefix=prefix)
     try:
         yield served
     finally:

@@ -227,3 +227,14 @@ def test_check_booking_refuses_a_non_party_before_telling_it_about_cancellation(
     with pytest.raises(NotAllowed) as caught:
         check_booking(claims, CANCELLED)
     assert caught.value.code == "not_a_party"
+
+
+async def test_a_token_issued_more_than_a_minute_ahead_of_the_server_clock_is_4401() -> None:
+    """A gate-signed token with ``iat`` 30 days ahead is refused; 50 s ahead is skew."""
+    ahead = int((STARTS + timedelta(days=30)).timestamp())
+    error = await refusal(token(iat=ahead))
+    assert isinstance(error, BadToken) and error.close_code is CloseCode.UNAUTHORIZED
+    assert "future" in error.message
+    gate = FakeGate(BOOKING)
+    admitted = await admit(gate, token(iat=int(STARTS.timestamp()) + 50), "room-1", STARTS)
+    assert admitted.booking is BOOKING

@@ -19,6 +19,8 @@ PACKAGES = ["booking_gate", "signalling", "peer", "carecall"]
 # Flags of other programs that the docs quote, each with where it comes from.
 FOREIGN_FLAGS = {
     "--build": "docker compose up --build",
+    "--ulimit": "docker run --ulimit nofile=...",
+    "--nofile": "prlimit --nofile=1024:1024",
 }
 
 BENCH = re.compile(r"python3? (-m bench\b|bench/)")

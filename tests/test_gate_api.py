@@ -300,3 +300,28 @@ async def test_operations_endpoints_need_no_key(gate: GateClient, path: str) -> 
     assert response.status == 200
     if path == "/healthz":
         assert await response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("email", ["a\x00@example.org", "a@example.org\r\nBcc: x@y.z",
+                                   "a\u202e@example.org", "a@exa\tmple.org"])
+async def test_an_email_with_a_control_character_is_422_and_nothing_is_stored(
+        gate: GateClient, email: str) -> None:
+    response = await gate.put("/api/v1/clients/c-ctl", headers=AUTH, json={
+        "name": "A", "email": email, "timezone": "UTC", "hub_id": None})
+    error = (await response.json())["error"]
+    assert (response.status, error["field"]) == (422, "email")
+    response = await gate.get("/api/v1/clients/c-ctl/credits", headers=AUTH)
+    assert response.status == 404
+
+
+async def test_a_name_is_kept_on_one_line_whatever_it_contains(gate: GateClient) -> None:
+    """CR, LF, NUL and bidi overrides in a name become single spaces: the name cannot
+    add a line to an email or a calendar entry; a name of nothing but them is 422."""
+    response = await gate.put("/api/v1/clients/c-nl", headers=AUTH, json={
+        "name": " Ann\r\nBcc: evil@example.org\x00\u202e ", "email": "ann@example.org",
+        "timezone": "UTC", "hub_id": None})
+    assert response.status in (200, 201), await response.text()
+    assert (await response.json())["name"] == "Ann Bcc: evil@example.org"
+    response = await gate.put("/api/v1/clients/c-nl2", headers=AUTH, json={
+        "name": "\r\n\x00", "email": "ann@example.org", "timezone": "UTC", "hub_id": None})
+    assert ((await response.json())["error"]["field"], response.status) == ("name", 422)

@@ -166,3 +166,14 @@ def test_retired_keys_from_env(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as caught:
         retired_keys_from_env({"CARECALL_RETIRED_SIGNING_KEYS": str(tmp_path / "c.pem")})
     assert str(caught.value).startswith("CARECALL_RETIRED_SIGNING_KEYS: cannot read")
+
+
+def test_a_token_issued_more_than_a_minute_ahead_of_the_clock_is_refused() -> None:
+    """``iat`` 30 days ahead (a gate with a broken clock, or a key used elsewhere): 401;
+    within the minute of skew the token still verifies."""
+    issuer = TokenIssuer(Ed25519PrivateKey.generate(), WINDOW, WINDOW)
+    ahead = issuer.issue(booking(), Role.CLIENT, NOW + timedelta(days=30)).token
+    with pytest.raises(Unauthorized, match="issued in the future"):
+        issuer.verify(ahead, NOW)
+    slightly = issuer.issue(booking(), Role.CLIENT, NOW + timedelta(seconds=50)).token
+    assert issuer.verify(slightly, NOW).sub == "cli-1"

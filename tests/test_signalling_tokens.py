@@ -88,11 +88,15 @@ RAW = PUBLIC.public_bytes(Encoding.Raw, PublicFormat.Raw)
     (sign({**CLAIMS, "role": "admin"}), "the join token has malformed claims"),
     (sign({**CLAIMS, "role": "Client"}), "the join token has malformed claims"),
     (sign({**CLAIMS, "iat": "yesterday"}), "the join token has malformed claims"),
+    # Found by bench/fuzz.py: int(Infinity) overflowed instead of refusing.
+    (sign({**CLAIMS, "exp": float("inf")}), "the join token has malformed claims"),
+    (sign({**CLAIMS, "nbf": 1.5}), "the join token has malformed claims"),
 ], ids=[
     "hs256-keyed-with-public-pem", "hs256-keyed-with-raw-public-key", "alg-none",
     "other-signing-key", "wrong-iss", "wrong-aud", "missing-exp", "missing-iat",
     "missing-nbf", "missing-room", "missing-role", "missing-sub", "missing-bkg", "missing-iss",
     "missing-aud", "garbage", "role-not-a-party", "role-wrong-case", "iat-not-a-number",
+    "exp-infinite", "nbf-not-whole",
 ])
 def test_bad_tokens_are_refused(token: str, message: str) -> None:
     """Forged, mis-addressed or incomplete tokens raise BadToken (4401, invalid_token)."""
