@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Page
 from tests.browser import chromium, join, open_page, wait_connected, wait_video_playing
 from tests.conftest import AUTH, GateClient, book_now
 from tests.processes import Served, clean_env
-from tests.turn import KEY, Coturn, RecordingPeer, book, running_coturn
+from tests.turn import KEY, Coturn, RecordingPeer, book, candidate_address, running_coturn
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -103,6 +103,11 @@ async def test_page_with_hide_ip_from_the_gate_sends_relay_candidates_only(
     assert gathered and all(" typ relay" in c for c in gathered), gathered
     assert pro.received, "the professional received no candidates"
     assert all(" typ relay" in c for c in pro.received), pro.received
+    # This machine's addresses (the professional's host candidates, on the same machine)
+    # appear nowhere in the page's SDP.
+    hosts = {candidate_address(c) for c in pro.offered if " typ host" in c}
+    assert hosts and pro.received_sdp
+    assert not any(h in sdp for h in hosts for sdp in pro.received_sdp), pro.received_sdp
 
 
 async def test_the_lobby_checkbox_hides_the_ip_for_this_call(

@@ -18,7 +18,7 @@ import pytest
 
 from peer import Peer, PeerError
 from tests.processes import Served, clean_env
-from tests.turn import KEY, Coturn, RecordingPeer, book, running_coturn
+from tests.turn import KEY, Coturn, RecordingPeer, book, candidate_address, running_coturn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -104,7 +104,12 @@ async def test_hide_my_ip_keeps_the_clients_address_from_the_professional(
     assert all(" typ relay" in line for line in pro.received), pro.received
     assert client.offered == pro.received
     # The same machine, policy all: host candidates exist, so all-relay above is the policy.
-    assert any(" typ host" in line for line in pro.offered), pro.offered
+    hosts = {candidate_address(line) for line in pro.offered if " typ host" in line}
+    assert hosts, pro.offered
+    # ... and none of this machine's own addresses appears anywhere in the client's SDP.
+    assert pro.received_sdp
+    for sdp in pro.received_sdp:
+        assert not any(address in sdp for address in hosts), (hosts, sdp)
 
 
 async def test_relay_only_without_a_turn_server_says_so(tmp_path: Path) -> None:

@@ -103,14 +103,23 @@ class RecordingPeer(Peer):
         super().__init__(*args, **kwargs)
         self.offered: list[str] = []
         self.received: list[str] = []
+        self.received_sdp: list[str] = []  # in memory, for the test's eyes only
 
     async def _on_signal(self, msg: dict[str, Any]) -> None:
         self.received += candidates_in(msg)
+        description = msg.get("description")
+        if isinstance(description, dict) and "sdp" in description:
+            self.received_sdp.append(str(description["sdp"]))
         await super()._on_signal(msg)
 
     async def _send(self, message: dict[str, Any]) -> None:
         self.offered += candidates_in(message)
         await super()._send(message)
+
+
+def candidate_address(line: str) -> str:
+    """The connection address of an ``a=candidate:`` line (RFC 8839 section 5.1)."""
+    return line.split()[4]
 
 
 def book(base: str, *, hide_ip: bool = False) -> dict[str, str]:
