@@ -285,3 +285,42 @@ async def test_http_node_with_redis_rooms_says_relay_to_the_hiding_client(
         await present.send_json({"type": "bye"})
     assert raw is not None
     assert json.loads(raw)["booking"]["client_relay_only"] is True
+
+
+# -- migration 0007 -------------------------------------------------------------------------
+
+
+async def test_migration_0007_adds_the_settings_and_comes_off_again(db_url: str) -> None:
+    """After 0007 an existing client reads hide_ip false (server default) and hubs exists;
+    a downgrade to 0005 removes both and keeps the client; upgrading again restores them."""
+    from alembic import command
+    from sqlalchemy import inspect, select, text
+
+    from booking_gate.db import schema as t
+    from booking_gate.db.engine import _alembic_config, create_engine, migrate
+
+    def columns(conn: Any) -> tuple[set[str], set[str]]:
+        found = inspect(conn)
+        return {c["name"] for c in found.get_columns("clients")}, set(found.get_table_names())
+
+    engine = create_engine(db_url)
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO clients (client_id, name, email, timezone, updated_at) "
+                "VALUES ('cli-old', 'Old', 'old@example.org', 'UTC', '2026-11-23 08:00:00')"))
+            hide = (await conn.execute(select(t.clients.c.hide_ip))).scalar_one()
+            assert hide is False
+            client_columns, tables = await conn.run_sync(columns)
+            assert "hide_ip" in client_columns and "hubs" in tables
+            await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "0005"))
+            client_columns, tables = await conn.run_sync(columns)
+            assert "hide_ip" not in client_columns and "hubs" not in tables
+            assert (await conn.execute(text("SELECT count(*) FROM clients"))).scalar_one() == 1
+        await migrate(engine)
+        async with engine.connect() as conn:
+            client_columns, tables = await conn.run_sync(columns)
+            assert "hide_ip" in client_columns and "hubs" in tables
+    finally:
+        await engine.dispose()
