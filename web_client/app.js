@@ -56,7 +56,7 @@ const els = {
 const NO_RELAY = "Hide my IP needs a relay server, which this service has not configured, "
   + "so the call was not connected: a direct connection would show your IP address to the "
   + "other party. Ask the service to set up a relay server";
-const NO_RELAY_LOCAL = `${NO_RELAY}, or join again without "Hide my IP".`;
+const NO_RELAY_LOCAL = `${NO_RELAY}, or reload this page and join without "Hide my IP".`;
 
 const state = {
   phase: "lobby",  // lobby | joining | call | ended | refused
