@@ -324,3 +324,13 @@ async def test_migration_0007_adds_the_settings_and_comes_off_again(db_url: str)
             assert "hide_ip" in client_columns and "hubs" in tables
     finally:
         await engine.dispose()
+
+
+def test_peer_hide_ip_is_an_alias_of_relay_only() -> None:
+    """carecall peer --hide-ip sets the same option as --relay-only; neither is the default."""
+    from carecall.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["peer", "-", "--hide-ip"]).relay_only is True
+    assert parser.parse_args(["peer", "-", "--relay-only"]).relay_only is True
+    assert parser.parse_args(["peer", "-"]).relay_only is False
