@@ -134,6 +134,19 @@ async def put_client(request: web.Request) -> web.Response:
         request.match_info["client_id"], body))
 
 
+@routes.put("/api/v1/hubs/{hub_id}")
+@endpoint("put_hub")
+async def put_hub(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return json_response(await request.app[SERVICE].put_hub(request.match_info["hub_id"], body))
+
+
+@routes.get("/api/v1/hubs/{hub_id}")
+@endpoint("get_hub")
+async def get_hub(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].get_hub(request.match_info["hub_id"]))
+
+
 @routes.post("/api/v1/hubs/{hub_id}/credits")
 @endpoint("grant_credits")
 async def grant_credits(request: web.Request) -> web.Response:

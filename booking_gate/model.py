@@ -151,6 +151,18 @@ class Client:
     timezone: str
     hub_id: HubId | None
     updated_at: datetime
+    # "Hide my IP": the professional's side never learns this client's address (the
+    # client connects through a relay only; docs/security.md).
+    hide_ip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """A hub's settings; a hub nobody configured has the defaults."""
+
+    hub_id: HubId
+    clients_hide_ip: bool = False  # "Hide my IP" for every client of the hub
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,6 +189,12 @@ def _schemas() -> Schema:
                          "items": _ref("AvailabilityWindow"),
                          "description": "Wall-clock windows in `timezone`; end after start."},
     }
+    hide_ip = {"type": "boolean", "default": False,
+               "description": "Hide my IP: the client connects through a relay (TURN) only, "
+               "so the professional never learns the client's address."}
+    clients_hide_ip = {"type": "boolean", "default": False,
+                       "description": "Hide my IP for every client of the hub, whatever "
+                       "the client's own `hide_ip`."}
     block = {"starts_at": _time(), "ends_at": _time(), "reason": reason}
     credits = {"client_id": id_, "hub_id": _nullable(id_),
                "balance": _integer(0, description="credits free to book"),
@@ -216,9 +222,12 @@ def _schemas() -> Schema:
         "BlockInput": _body(block, ("starts_at", "ends_at"),
                             description="At most 366 days long."),
         "Block": _object({"block_id": {"type": "string"}, "professional_id": id_, **block}),
-        "ClientInput": _body({**person, "hub_id": _nullable(id_)}, ("name", "email",
-                                                                     "timezone")),
-        "Client": _object({"client_id": id_, **person, "hub_id": _nullable(id_)}),
+        "ClientInput": _body({**person, "hub_id": _nullable(id_), "hide_ip": hide_ip},
+                             ("name", "email", "timezone")),
+        "Client": _object({"client_id": id_, **person, "hub_id": _nullable(id_),
+                           "hide_ip": hide_ip}),
+        "HubInput": _body({"clients_hide_ip": clients_hide_ip}, ()),
+        "Hub": _object({"hub_id": id_, "clients_hide_ip": clients_hide_ip}),
         "CreditGrant": _body({"client_id": id_, "credits": _integer(1, 10_000)},
                              ("client_id", "credits")),
         "Credits": _object(credits),
@@ -357,6 +366,15 @@ def _paths() -> Schema:
             "putClient", "Create or replace a client.", "people",
             {"200": _ok("The stored client.", _ref("Client"))}, body="ClientInput",
             params=("ClientId",))},
+        "/api/v1/hubs/{hub_id}": {
+            "put": _op(
+                "putHub", "Set a hub's settings (a hub needs no other set-up).", "people",
+                {"200": _ok("The hub's settings.", _ref("Hub"))}, body="HubInput",
+                params=("HubId",)),
+            "get": _op(
+                "getHub", "Read a hub's settings (the defaults if never set).", "people",
+                {"200": _ok("The hub's settings.", _ref("Hub"))}, params=("HubId",)),
+        },
         "/api/v1/hubs/{hub_id}/credits": {"post": _op(
             "grantCredits", "Grant sponsored credits to a client of the hub.", "people",
             {"200": _ok("The client's credits.", _ref("Credits"))}, body="CreditGrant",
@@ -692,6 +710,10 @@ def _signalling_schemas() -> Schema:
                                 "microsecond: tokens issued before it are stale"),
             "opens_at": _time("`starts_at` minus the join-early window: the tokens' `nbf`"),
             "closes_at": _time("`ends_at` plus the overrun window: the tokens' `exp`"),
+            "client_relay_only": {"type": "boolean", "description": "The client hides "
+                                  "their IP (their `hide_ip` or their hub's "
+                                  "`clients_hide_ip`): the client's welcome asks for "
+                                  "relay-only ICE."},
         }, description="The booking behind a room, as signalling admits parties to it."),
         "SignallingRoomsInput": _body({"room_ids": room_ids}, ("room_ids",)),
         "SignallingRooms": _object({"rooms": {

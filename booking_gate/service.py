@@ -32,6 +32,7 @@ from booking_gate.model import (
     EventKind,
     Funding,
     HubId,
+    HubSettings,
     NewBooking,
     OutboxMessage,
     Outcome,
@@ -102,10 +103,12 @@ def booking_json(booking: Booking) -> dict[str, Any]:
     }
 
 
-def signalling_room_json(booking: Booking, window: tuple[datetime, datetime]) -> dict[str, Any]:
+def signalling_room_json(booking: Booking, window: tuple[datetime, datetime],
+                         client_relay_only: bool = False) -> dict[str, Any]:
     """What a signalling node needs to admit parties to the booking's room; ``window`` is
     ``TokenIssuer.window(booking)``. ``changed_at`` keeps its microseconds: nodes compare
-    it with token ``iat`` seconds."""
+    it with token ``iat`` seconds. ``client_relay_only``: the client hides their IP (its
+    own preference or its hub's), so its welcome asks for relay-only ICE."""
     opens_at, closes_at = window
     return {
         "room_id": booking.room_id, "booking_id": booking.booking_id,
@@ -114,6 +117,7 @@ def signalling_room_json(booking: Booking, window: tuple[datetime, datetime]) ->
         "cancelled": booking.status is BookingStatus.CANCELLED,
         "changed_at": format_time(booking.changed_at),
         "opens_at": format_time(opens_at), "closes_at": format_time(closes_at),
+        "client_relay_only": client_relay_only,
     }
 
 
@@ -127,7 +131,11 @@ def professional_json(p: Professional) -> dict[str, Any]:
 
 def client_json(c: Client) -> dict[str, Any]:
     return {"client_id": c.client_id, "name": c.name, "email": c.email,
-            "timezone": c.timezone, "hub_id": c.hub_id}
+            "timezone": c.timezone, "hub_id": c.hub_id, "hide_ip": c.hide_ip}
+
+
+def hub_json(h: HubSettings) -> dict[str, Any]:
+    return {"hub_id": h.hub_id, "clients_hide_ip": h.clients_hide_ip}
 
 
 def credits_json(account: CreditAccount) -> dict[str, Any]:
@@ -281,14 +289,24 @@ class GateService:
 
     async def put_client(self, client_id: str, data: object) -> dict[str, Any]:
         cid = parse_id(client_id, "client_id")
-        body = Body(data, {"name", "email", "timezone", "hub_id"})
+        body = Body(data, {"name", "email", "timezone", "hub_id", "hide_ip"})
         hub = body.ident("hub_id", required=False)
         client = Client(
             client_id=ClientId(cid), name=body.name(), email=body.email(),
             timezone=parse_timezone(body.data.get("timezone")),
             hub_id=HubId(hub) if hub else None, updated_at=self.clock(),
+            hide_ip=body.boolean("hide_ip"),
         )
         return client_json(await self.store.put_client(client))
+
+    async def put_hub(self, hub_id: str, data: object) -> dict[str, Any]:
+        hub = parse_id(hub_id, "hub_id")
+        body = Body(data, {"clients_hide_ip"})
+        settings = HubSettings(HubId(hub), body.boolean("clients_hide_ip"), self.clock())
+        return hub_json(await self.store.put_hub(settings))
+
+    async def get_hub(self, hub_id: str) -> dict[str, Any]:
+        return hub_json(await self.store.get_hub(parse_id(hub_id, "hub_id")))
 
     async def require_client(self, client_id: str, field: str = "client_id") -> Client:
         client = await self.store.get_client(parse_id(client_id, field))
@@ -512,13 +530,19 @@ class GateService:
         """The bookings behind many rooms (signalling's revalidation of open rooms)."""
         return await self.store.get_bookings_by_rooms(room_ids)
 
+    async def relay_only_bookings(self, bookings: Sequence[Booking]) -> set[BookingId]:
+        """Those of ``bookings`` whose client hides their IP (their own or their hub's
+        setting, read now: a change applies from the next join)."""
+        return await self.store.relay_only_bookings(bookings)
+
     # -- signalling nodes (api_signalling.py) ---------------------------------------
 
     async def signalling_room(self, room_id: str) -> dict[str, Any]:
         booking = await self.store.get_booking_by_room(parse_id(room_id, "room_id"))
         if booking is None:
             raise NotFound("unknown room", field="room_id")
-        return signalling_room_json(booking, self.tokens.window(booking))
+        relay_only = booking.booking_id in await self.relay_only_bookings([booking])
+        return signalling_room_json(booking, self.tokens.window(booking), relay_only)
 
     async def signalling_rooms(self, data: object) -> dict[str, Any]:
         """``{"rooms": {room_id: room or null}}`` for every id in ``{"room_ids": [...]}``."""
@@ -531,8 +555,10 @@ class GateService:
         room_ids = [parse_id(room_id, f"room_ids[{index}]") for index, room_id in enumerate(raw)]
         found = await self.room_bookings(list(dict.fromkeys(room_ids)))  # each id once
         rooms: dict[str, Any] = dict.fromkeys(room_ids)
+        relay_only = await self.relay_only_bookings(list(found.values()))
         for room_id, booking in found.items():
-            rooms[room_id] = signalling_room_json(booking, self.tokens.window(booking))
+            rooms[room_id] = signalling_room_json(booking, self.tokens.window(booking),
+                                                  booking.booking_id in relay_only)
         return {"rooms": rooms}
 
     # -- attendance --------------------------------------------------------------

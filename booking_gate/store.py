@@ -40,6 +40,7 @@ from booking_gate.model import (
     EventKind,
     Funding,
     HubId,
+    HubSettings,
     NewBooking,
     OutboxMessage,
     Professional,
@@ -108,7 +109,7 @@ def _client(row: Any) -> Client:
     return Client(
         client_id=ClientId(row.client_id), name=row.name, email=row.email,
         timezone=row.timezone, hub_id=HubId(row.hub_id) if row.hub_id else None,
-        updated_at=row.updated_at,
+        updated_at=row.updated_at, hide_ip=bool(row.hide_ip),
     )
 
 
@@ -240,8 +241,51 @@ class Store:
         await self._upsert(t.clients, "client_id", {
             "client_id": c.client_id, "name": c.name, "email": c.email,
             "timezone": c.timezone, "hub_id": c.hub_id, "updated_at": c.updated_at,
+            "hide_ip": c.hide_ip,
         })
         return c
+
+    # -- hubs ----------------------------------------------------------------------
+
+    async def put_hub(self, h: HubSettings) -> HubSettings:
+        await self._upsert(t.hubs, "hub_id", {
+            "hub_id": h.hub_id, "clients_hide_ip": h.clients_hide_ip,
+            "updated_at": h.updated_at,
+        })
+        return h
+
+    async def get_hub(self, hub_id: str) -> HubSettings:
+        """The hub's settings; the defaults for a hub nobody configured."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(t.hubs).where(t.hubs.c.hub_id == hub_id))).first()
+        if row is None:
+            return HubSettings(HubId(hub_id))
+        return HubSettings(HubId(row.hub_id), bool(row.clients_hide_ip), row.updated_at)
+
+    async def relay_only_bookings(self, bookings: Sequence[Booking]) -> set[BookingId]:
+        """The bookings among ``bookings`` whose client hides their IP: set on the client,
+        or on the client's hub or the booking's hub for all their clients."""
+        if not bookings:
+            return set()
+        client_ids = list({b.client_id for b in bookings})
+        async with self.engine.connect() as conn:
+            clients = {row.client_id: row for row in (await conn.execute(
+                select(t.clients.c.client_id, t.clients.c.hub_id, t.clients.c.hide_ip)
+                .where(t.clients.c.client_id.in_(client_ids)))).all()}
+            hub_ids = {b.hub_id for b in bookings if b.hub_id}
+            hub_ids |= {row.hub_id for row in clients.values() if row.hub_id}
+            hiding_hubs = set((await conn.execute(
+                select(t.hubs.c.hub_id).where(t.hubs.c.hub_id.in_(list(hub_ids)),
+                                              t.hubs.c.clients_hide_ip.is_(True))
+            )).scalars().all()) if hub_ids else set()
+        found: set[BookingId] = set()
+        for b in bookings:
+            client = clients.get(b.client_id)
+            if ((client is not None and (client.hide_ip or client.hub_id in hiding_hubs))
+                    or b.hub_id in hiding_hubs):
+                found.add(b.booking_id)
+        return found
 
     async def get_client(self, client_id: str) -> Client | None:
         async with self.engine.connect() as conn:

@@ -142,6 +142,15 @@ class Body:
             )
         return value
 
+    def boolean(self, field: str, *, default: bool = False) -> bool:
+        """A JSON true or false; ``default`` when absent or null. Never 0, 1 or "true"."""
+        value = self.data.get(field)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"'{field}' must be true or false", field=field)
+        return value
+
     def time(self, field: str) -> datetime:
         return parse_time(self._required(field), field)
 

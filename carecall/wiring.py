@@ -34,21 +34,26 @@ class InProcessGate(GateLink):
 
     async def room(self, room_id: str) -> RoomBooking | None:
         booking = await self._service.room_booking(room_id)
-        return None if booking is None else self._room(booking)
+        if booking is None:
+            return None
+        relay_only = await self._service.relay_only_bookings([booking])
+        return self._room(booking, booking.booking_id in relay_only)
 
     async def rooms(self, room_ids: Sequence[str]) -> dict[str, RoomBooking | None]:
         found = await self._service.room_bookings(room_ids)
-        return {room_id: self._room(found[room_id]) if room_id in found else None
-                for room_id in room_ids}
+        relay_only = await self._service.relay_only_bookings(list(found.values()))
+        return {room_id: self._room(found[room_id], found[room_id].booking_id in relay_only)
+                if room_id in found else None for room_id in room_ids}
 
-    def _room(self, booking: Booking) -> RoomBooking:
+    def _room(self, booking: Booking, client_relay_only: bool) -> RoomBooking:
         opens_at, closes_at = self._service.tokens.window(booking)
         return RoomBooking(
             room_id=booking.room_id, booking_id=booking.booking_id,
             professional_id=booking.professional_id, client_id=booking.client_id,
             starts_at=booking.starts_at, ends_at=booking.ends_at,
             cancelled=booking.status is BookingStatus.CANCELLED,
-            changed_at=booking.changed_at, opens_at=opens_at, closes_at=closes_at)
+            changed_at=booking.changed_at, opens_at=opens_at, closes_at=closes_at,
+            client_relay_only=client_relay_only)
 
     async def report(self, events: Sequence[AttendanceReport]) -> None:
         await self._service.ingest([AttendanceEvent(

@@ -70,10 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-frames", type=int, default=1, metavar="N",
                         help="video frames that must be decoded from the other party for "
                              "exit status 0 (default 1)")
-    parser.add_argument("--relay-only", action="store_true",
+    parser.add_argument("--relay-only", "--hide-ip", dest="relay_only", action="store_true",
                         help="connect only through the TURN relay the server offers, so the "
                              "other party never learns this machine's address; fails "
-                             "clearly when no TURN server is configured")
+                             "clearly when no TURN server is configured. Also on, whatever "
+                             "the flag, when the server's welcome asks for relay only (a "
+                             "client whose booking system set Hide my IP)")
     parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
                         help="give up if admission or the media connection takes longer "
                              "(default 60; the other party may join late)")

@@ -162,6 +162,13 @@ def _fingerprints(pc: RTCPeerConnection) -> tuple[str, str] | None:
     return None
 
 
+# Why a relay-only peer (--relay-only/--hide-ip, or the welcome's ice_transport_policy
+# "relay") does not connect when the server offers no TURN server.
+NO_RELAY = ("relay only: the server offers no TURN server; Hide my IP needs a relay "
+            "server, which this service has not configured, so this peer does not connect "
+            "rather than show its address")
+
+
 class Peer:
     """One party of a room. ``async with Peer(link) as peer: await peer.wait_connected()``."""
 
@@ -434,11 +441,14 @@ class Peer:
         self._ice = [RTCIceServer(urls=s["urls"], username=s.get("username"),
                                   credential=s.get("credential"))
                      for s in msg.get("ice_servers", [])]
+        if msg.get("ice_transport_policy") == "relay":
+            # Hide my IP, asked by the gate for this client: as if --relay-only, for the
+            # rest of this peer's life (a later welcome cannot turn it off).
+            self.relay_only = True
         if self.relay_only and not any(
                 str(url).startswith(("turn:", "turns:")) for server in self._ice
                 for url in ([server.urls] if isinstance(server.urls, str) else server.urls)):
-            self.failure = PeerError("relay only: the server offers no TURN server, so this "
-                                     "peer cannot connect without showing its address")
+            self.failure = PeerError(NO_RELAY)
             self._done.set()
             return
         if msg.get("peer_present") and not self._media_alive() and not self.polite:

@@ -28,6 +28,8 @@ class RoomBooking:
     changed_at: datetime  # tokens issued before this are stale (rescheduled)
     opens_at: datetime  # start minus the join-early window (the token's nbf)
     closes_at: datetime  # end plus the overrun window (the token's exp)
+    # "Hide my IP": the client's welcome asks for relay-only ICE (docs/security.md).
+    client_relay_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,12 +137,17 @@ def parse_room(data: object) -> RoomBooking:
     cancelled = data.get("cancelled")
     if not isinstance(cancelled, bool):
         raise ValueError("'cancelled' is not a boolean")
+    # Absent from a gate older than "Hide my IP": nobody asked for it then.
+    relay_only = data.get("client_relay_only", False)
+    if not isinstance(relay_only, bool):
+        raise ValueError("'client_relay_only' is not a boolean")
     return RoomBooking(
         room_id=str(texts["room_id"]), booking_id=str(texts["booking_id"]),
         professional_id=str(texts["professional_id"]), client_id=str(texts["client_id"]),
         starts_at=_time(data, "starts_at"), ends_at=_time(data, "ends_at"),
         cancelled=cancelled, changed_at=_time(data, "changed_at"),
-        opens_at=_time(data, "opens_at"), closes_at=_time(data, "closes_at"))
+        opens_at=_time(data, "opens_at"), closes_at=_time(data, "closes_at"),
+        client_relay_only=relay_only)
 
 
 def _event_json(e: AttendanceReport) -> bytes:

@@ -55,8 +55,10 @@ from signalling.errors import (
     RoomsUnavailable,
     SignallingError,
 )
+from signalling.gate import RoomBooking
 from signalling.ice import ice_servers
 from signalling.ratelimit import TokenBucket
+from signalling.room import Role
 from signalling.sockets import Connection
 
 logger = logging.getLogger(__name__)
@@ -240,6 +242,19 @@ def _where(error: BaseException) -> str:
     return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
 
 
+def transport_policy(role: Role, booking: RoomBooking) -> str:
+    """``welcome``'s ``ice_transport_policy`` (the W3C ``RTCIceTransportPolicy``): "relay"
+    for the client of a booking whose client hides their IP, else "all".
+
+    Said even when no TURN server is configured: the page and the peer then refuse to
+    connect rather than fall back to a direct path. The professional keeps "all": a
+    client that gathers relay candidates only offers the professional nothing else.
+    """
+    if role is Role.CLIENT and booking.client_relay_only:
+        return "relay"
+    return "all"
+
+
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     # aiohttp refuses a frame of max_msg_size bytes or more: + 1 allows exactly 64 KiB.
@@ -308,6 +323,7 @@ async def _session(request: web.Request, ws: SignallingSocket) -> None:
         "type": "welcome", "role": claims.role.value, "session_id": session_id,
         "resume": resume.issue(secret, claims.room, claims.role.value, session_id, expiry),
         "ice_servers": ice_servers(config.ice, claims.room, claims.role.value, expiry),
+        "ice_transport_policy": transport_policy(claims.role, booking),
         "booking": {"starts_at": messages.rfc3339(booking.starts_at),
                     "ends_at": messages.rfc3339(booking.ends_at)},
     }

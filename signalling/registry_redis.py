@@ -112,7 +112,8 @@ def _booking_from_json(data: dict[str, Any]) -> RoomBooking:
         room_id=data["room_id"], booking_id=data["booking_id"],
         professional_id=data["professional_id"], client_id=data["client_id"],
         starts_at=time("starts_at"), ends_at=time("ends_at"), cancelled=data["cancelled"],
-        changed_at=time("changed_at"), opens_at=time("opens_at"), closes_at=time("closes_at"))
+        changed_at=time("changed_at"), opens_at=time("opens_at"), closes_at=time("closes_at"),
+        client_relay_only=bool(data.get("client_relay_only", False)))  # absent: older node
 
 
 class RedisRegistry:

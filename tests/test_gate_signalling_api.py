@@ -38,6 +38,7 @@ async def test_a_room_is_answered_with_its_booking_and_window(gate: GateClient,
         "changed_at": format_time(clock.now),
         "opens_at": format_time(starts - timedelta(seconds=900)),
         "closes_at": format_time(starts + timedelta(minutes=50, seconds=900)),
+        "client_relay_only": False,
     }
     assert (await response.json())["changed_at"].endswith(".250000Z")
 

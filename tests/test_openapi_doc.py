@@ -48,6 +48,8 @@ EXPECTED = {
     ("/api/v1/professionals/{professional_id}/blocks", "post"),
     ("/api/v1/professionals/{professional_id}/blocks/{block_id}", "delete"),
     ("/api/v1/clients/{client_id}", "put"),
+    ("/api/v1/hubs/{hub_id}", "put"),
+    ("/api/v1/hubs/{hub_id}", "get"),
     ("/api/v1/hubs/{hub_id}/credits", "post"),
     ("/api/v1/clients/{client_id}/credits", "get"),
     ("/api/v1/bookings/{booking_id}", "put"),
@@ -159,8 +161,8 @@ def test_request_bodies_refuse_unknown_fields() -> None:
     for _, _, op in operations():
         if "requestBody" in op:
             check(op["requestBody"]["content"]["application/json"]["schema"])
-    # 13 bodies plus availability windows and events
-    assert len(seen) == 15
+    # 14 bodies plus availability windows and events
+    assert len(seen) == 16
 
 
 def test_security_is_global_except_for_public_endpoints() -> None:
@@ -261,8 +263,10 @@ def test_attendance_records_match_their_schema() -> None:
                       "starts_at": "2026-11-21T10:00:00Z", "ends_at": "2026-11-21T10:50:00Z",
                       "funding": "private", "source": "direct"},
      {"professional_id", "client_id", "starts_at", "ends_at", "funding", "source"}),
-    ("ClientInput", {"name": "B", "email": "b@example.org", "timezone": "UTC", "hub_id": None},
-     {"name", "email", "timezone", "hub_id"}),
+    ("ClientInput", {"name": "B", "email": "b@example.org", "timezone": "UTC", "hub_id": None,
+                     "hide_ip": True},
+     {"name", "email", "timezone", "hub_id", "hide_ip"}),
+    ("HubInput", {"clients_hide_ip": True}, {"clients_hide_ip"}),
     ("OverrideInput", {"outcome": "completed", "reason": "checked"},
      {"outcome", "reason", "by"}),
 ])

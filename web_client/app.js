@@ -36,6 +36,8 @@ function parseLink(location) {
 
 const link = parseLink(window.location);
 const joinedKey = `carecall:joined:${link.room}`;
+// The lobby's Hide my IP choice survives a reload (which joins straight back in).
+const hideIpKey = `carecall:hide-ip:${link.room}`;
 const media = new LocalMedia();
 
 const els = {
@@ -46,8 +48,15 @@ const els = {
   notice: $("media-notice"), cameraSelect: $("camera-select"),
   microphoneSelect: $("microphone-select"), join: $("join-button"), inCall: $("in-call"),
   mute: $("mute-button"), camera: $("camera-button"), hangup: $("hangup-button"),
-  code: $("verification-code"), bookingSlot: $("booking-slot"),
+  code: $("verification-code"), bookingSlot: $("booking-slot"), hideIp: $("hide-ip-option"),
 };
+
+// Hide my IP asked (welcome's ice_transport_policy "relay", or the lobby's checkbox) but
+// the service offers no TURN server: connecting directly would show the address.
+const NO_RELAY = "Hide my IP needs a relay server, which this service has not configured, "
+  + "so the call was not connected: a direct connection would show your IP address to the "
+  + "other party. Ask the service to set up a relay server";
+const NO_RELAY_LOCAL = `${NO_RELAY}, or reload this page and join without "Hide my IP".`;
 
 const state = {
   phase: "lobby",  // lobby | joining | call | ended | refused
@@ -55,6 +64,7 @@ const state = {
   role: null,
   polite: false,
   iceServers: [],
+  relayOnly: false,  // Hide my IP: relay candidates only (sticky for the page's life)
   resume: null,
   serverOpen: false,
   peerPresent: false,
@@ -260,7 +270,8 @@ async function rejoin() {
   join();
 }
 
-function refuse(refusal) {
+/** Show the refused panel: the server's `refusal`, or `text` when the page itself gave up. */
+function refuse(refusal, text = null) {
   signalling = null;
   closeCall();
   sessionStorage.removeItem(joinedKey);
@@ -269,7 +280,7 @@ function refuse(refusal) {
   els.localVideo.srcObject = null;
   state.phase = "refused";
   state.serverOpen = false;
-  els.error.textContent = refusalText(refusal);
+  els.error.textContent = text ?? refusalText(refusal);
   show(els.warning, false);
   render();
 }
@@ -317,6 +328,16 @@ function onWelcome(message) {
   state.role = message.role;
   state.polite = Boolean(message.polite);
   state.iceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
+  const asked = message.ice_transport_policy === "relay";
+  state.relayOnly = state.relayOnly || asked || els.hideIp.checked;
+  if (asked) {
+    els.hideIp.checked = true;  // set for this client by the service: not theirs to undo
+    els.hideIp.disabled = true;
+  }
+  if (state.relayOnly && !hasTurn(state.iceServers)) {
+    noRelay(asked ? `${NO_RELAY}.` : NO_RELAY_LOCAL);
+    return;
+  }
   state.resume = message.resume ?? null;
   state.peerPresent = Boolean(message.peer_present);
   state.peerAway = false;
@@ -343,6 +364,18 @@ function onWelcome(message) {
       newCall({ offer: true });
     }
   }
+}
+
+/** Whether some ICE server of `servers` is a TURN server (turn: or turns: URL). */
+function hasTurn(servers) {
+  return servers.some((server) => [server.urls].flat()
+    .some((url) => typeof url === "string" && /^turns?:/i.test(url)));
+}
+
+/** Relay only and no relay: leave (bye) and say why, rather than connect directly. */
+function noRelay(text) {
+  signalling?.leave();
+  refuse(null, text);
 }
 
 function onPeerJoined(message) {
@@ -416,6 +449,7 @@ function newCall({ offer }) {
   closeCall();
   const call = new Call({
     iceServers: state.iceServers,
+    iceTransportPolicy: state.relayOnly ? "relay" : "all",
     polite: state.polite,
     send: (message) => signalling?.send(message),
     onTrack: (track) => onRemoteTrack(call, track),
@@ -653,6 +687,13 @@ function wireControls() {
     els.remoteVideo.play().catch(() => {});
     show(els.sound, false);
   });
+  els.hideIp.addEventListener("change", () => {
+    if (els.hideIp.checked) {
+      sessionStorage.setItem(hideIpKey, "1");
+    } else {
+      sessionStorage.removeItem(hideIpKey);
+    }
+  });
   els.cameraSelect.addEventListener("change", switchDevices);
   els.microphoneSelect.addEventListener("change", switchDevices);
   window.addEventListener("online", () => signalling?.reconnectNow());
@@ -660,6 +701,7 @@ function wireControls() {
 
 async function main() {
   wireControls();
+  els.hideIp.checked = sessionStorage.getItem(hideIpKey) === "1";
   if (!link.room || !link.token) {
     refuse(MISSING_TOKEN);
     return;

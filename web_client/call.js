@@ -21,13 +21,16 @@ export class Call {
   /**
    * @param {object} options
    * @param {RTCIceServer[]} options.iceServers  from welcome.ice_servers
+   * @param {RTCIceTransportPolicy} [options.iceTransportPolicy]  "relay": gather and offer
+   *   TURN relay candidates only, so the other party never learns our address
    * @param {boolean} options.polite
    * @param {(message: object) => void} options.send  to the signalling socket
    * @param {(track: MediaStreamTrack) => void} options.onTrack
    * @param {(state: RTCPeerConnectionState) => void} options.onStateChange
    */
-  constructor({ iceServers, polite, send, onTrack, onStateChange }) {
-    this.pc = new RTCPeerConnection({ iceServers });
+  constructor({ iceServers, iceTransportPolicy = "all", polite, send, onTrack,
+    onStateChange }) {
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
     this.polite = polite;
     this.send = send;
     this.makingOffer = false;

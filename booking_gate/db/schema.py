@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -81,6 +82,8 @@ clients = Table(
     Column("timezone", String(64), nullable=False),
     Column("hub_id", ID, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Revision 0007: "Hide my IP" (the client connects through a relay only).
+    Column("hide_ip", Boolean, nullable=False, server_default=false()),
 )
 
 blocks = Table(
@@ -234,4 +237,15 @@ credit_requests = Table(
     Column("decided_at", UTCDateTime, nullable=True),
     Column("granted", Integer, nullable=True),
     Index("ix_credit_requests_hub", "hub_id", "status", "created_at"),
+)
+
+# -- revision 0007: "Hide my IP" ----------------------------------------------------------
+
+# A hub's settings. Hubs are named by the booking system and need no row: a hub without
+# one has the defaults (``clients_hide_ip`` false).
+hubs = Table(
+    "hubs", metadata,
+    Column("hub_id", ID, primary_key=True),
+    Column("clients_hide_ip", Boolean, nullable=False, server_default=false()),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
