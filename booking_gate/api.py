@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from booking_gate import billing_csv
 from booking_gate.appkeys import CALENDAR_SECRET, CONFIG, METRICS, SERVICE
+from booking_gate.erasure import PartyKind
 from booking_gate.errors import GateError, InvalidRequest, NotFound, Unauthorized
 from booking_gate.openapi import openapi_document
 from booking_gate.webhook_sender import refresh_metrics
@@ -129,6 +130,21 @@ async def put_client(request: web.Request) -> web.Response:
     body = await read_json(request)
     return json_response(await request.app[SERVICE].put_client(
         request.match_info["client_id"], body))
+
+
+@routes.delete("/api/v1/professionals/{professional_id}")
+@endpoint("erase_professional")
+async def erase_professional(request: web.Request) -> web.Response:
+    await request.app[SERVICE].erase(PartyKind.PROFESSIONAL,
+                                     request.match_info["professional_id"])
+    return web.Response(status=204)
+
+
+@routes.delete("/api/v1/clients/{client_id}")
+@endpoint("erase_client")
+async def erase_client(request: web.Request) -> web.Response:
+    await request.app[SERVICE].erase(PartyKind.CLIENT, request.match_info["client_id"])
+    return web.Response(status=204)
 
 
 @routes.post("/api/v1/hubs/{hub_id}/credits")

@@ -136,6 +136,8 @@ class Professional:
     slot_minutes: int | None = None
     # The notice a cancellation of a booking outside hubs needs not to be late.
     cancellation_notice_hours: int = 24
+    # Set once erased (``erasure.py``): the id is then a pseudonym, name and email empty.
+    erased_at: datetime | None = None
 
     @property
     def slot_step(self) -> int:
@@ -151,6 +153,8 @@ class Client:
     timezone: str
     hub_id: HubId | None
     updated_at: datetime
+    # Set once erased, as for professionals.
+    erased_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
