@@ -69,6 +69,8 @@ MAX_ROOMS_PER_BATCH = 1000
 MAX_SLOT_MINUTES = 24 * 60
 MAX_EXPORT_LIMIT = 500
 MAX_NOTICE_HOURS = 24 * 30
+# How far back an erasure looks for a session still open (bookings last at most 24 h).
+ERASE_LOOKBACK = timedelta(days=2)
 # The CSV export reads the store this many bookings at a time.
 CSV_PAGE = 100
 # The professional's calendar feed covers this window around now.
@@ -320,10 +322,22 @@ class GateService:
         such person, including one already erased (its id no longer exists)."""
         field = f"{kind.value}_id"
         pid = parse_id(party_id, field)
-        pseudonym = await self.erasures.erase(kind, pid, self.clock())
+        now = self.clock()
+        pseudonym = await self.erasures.erase(kind, pid, now)
         if pseudonym is None:
             raise NotFound(f"unknown {kind.value} '{party_id}'", field=field)
         self.outbox_changed()
+        # A session in progress ends now: its rooms are closed (4403 not_a_party) here;
+        # scale-out nodes see the party change at their next revalidation.
+        mine = pseudonym if kind is PartyKind.CLIENT else None
+        where = BookingFilter(
+            professional_id=None if mine else pseudonym, client_id=mine,
+            status=BookingStatus.CONFIRMED, start=now - ERASE_LOOKBACK,
+            end=now + self.windows.join_early + timedelta(seconds=1))
+        for booking in await self.store.list_bookings(where, None, MAX_EXPORT_LIMIT):
+            opens_at, closes_at = self.tokens.window(booking)
+            if opens_at <= now < closes_at:
+                await self._lock_room(booking.room_id, "not_a_party")
 
     async def grant_credits(self, hub_id: str, data: object) -> dict[str, Any]:
         hub = parse_id(hub_id, "hub_id")

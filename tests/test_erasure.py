@@ -23,7 +23,7 @@ from booking_gate.db import schema as t
 from booking_gate.erasure import PartyKind, Traces
 from booking_gate.webhooks import new_secret
 from tests.conftest import AUTH, FakeClock, GateClient, book_now
-from tests.test_signalling_server import hello, refused
+from tests.test_signalling_server import hello, join, read_until_closed, refused
 
 # Distinctive strings: found in the files only if they really are left there.
 CLIENT_ID = "cli-erase-7q"
@@ -274,6 +274,17 @@ async def test_a_join_by_an_erased_client_is_refused(service: GateClient) -> Non
     assert (await service.delete("/api/v1/clients/cli-1", headers=AUTH)).status == 204
     code, errors = await refused(service, hello(room["client"]))
     assert (code, errors) == (4403, ["not_a_party"])
+
+
+async def test_an_erasure_ends_the_session_in_progress(service: GateClient) -> None:
+    """A client in the room when it is erased is disconnected at once: 4403
+    not_a_party, as a late join of theirs would be."""
+    room = await book_now(service)
+    ws, _ = await join(service, room["client"])
+    assert (await service.delete("/api/v1/clients/cli-1", headers=AUTH)).status == 204
+    received = await read_until_closed(ws)
+    assert ws.close_code == 4403
+    assert [m["code"] for m in received if m.get("type") == "error"] == ["not_a_party"]
 
 
 async def test_partytraces_fragments_name_the_json_forms() -> None:
