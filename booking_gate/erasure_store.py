@@ -64,6 +64,7 @@ class ErasureStore:
                 await self._move_client(conn, party_id, traces.pseudonym)
             else:
                 await self._move_professional(conn, party_id, traces.pseudonym)
+            await self._scrub_billing_texts(conn, kind, traces)
             scrubbed, dropped = await self._scrub_outbox(conn, traces)
             await conn.execute(delete(table).where(table.c[key] == party_id))
             await conn.execute(t.erasures.insert().values(
@@ -93,6 +94,37 @@ class ErasureStore:
             t.credit_requests.c.professional_id == old).values(professional_id=new, note=None))
         # Blocks are the professional's diary (their reasons free text), not billing.
         await conn.execute(delete(t.blocks).where(t.blocks.c.professional_id == old))
+
+    @staticmethod
+    async def _scrub_billing_texts(conn: AsyncConnection, kind: PartyKind, traces: Traces
+                                   ) -> None:
+        """The free texts of the person's billing records (a cancellation's reason, an
+        override's author and reason, a record's explanation naming who waived a charge)
+        lose the name and email; the records themselves stay."""
+        b = t.bookings.c
+        party = b.client_id if kind is PartyKind.CLIENT else b.professional_id
+        theirs = select(b.booking_id).where(party == traces.pseudonym)
+        rows = (await conn.execute(select(b.booking_id, b.cancel_reason).where(
+            party == traces.pseudonym, b.cancel_reason.is_not(None)))).all()
+        for row in rows:
+            if row.cancel_reason and traces.replace(row.cancel_reason) != row.cancel_reason:
+                await conn.execute(update(t.bookings).where(b.booking_id == row.booking_id)
+                                   .values(cancel_reason=traces.replace(row.cancel_reason)))
+        o = t.attendance_overrides.c
+        for entry in (await conn.execute(select(o.override_id, o.by, o.reason).where(
+                o.booking_id.in_(theirs)))).all():
+            by, reason = traces.replace(entry.by), traces.replace(entry.reason)
+            if (by, reason) != (entry.by, entry.reason):
+                await conn.execute(update(t.attendance_overrides).where(
+                    o.override_id == entry.override_id).values(by=by, reason=reason))
+        r = t.attendance_records.c
+        for record in (await conn.execute(select(r.booking_id, r.record).where(
+                r.booking_id.in_(theirs)))).all():
+            stored = json.loads(record.record)
+            cleaned = scrub(stored, traces)
+            if cleaned != stored:
+                await conn.execute(update(t.attendance_records).where(
+                    r.booking_id == record.booking_id).values(record=json.dumps(cleaned)))
 
     @staticmethod
     async def _scrub_outbox(conn: AsyncConnection, traces: Traces) -> tuple[int, int]:

@@ -130,6 +130,29 @@ async def test_erasure_needs_the_api_key_and_a_valid_id(gate: GateClient) -> Non
     assert (await gate.get(f"/api/v1/clients/{CLIENT_ID}/credits", headers=AUTH)).status == 200
 
 
+async def test_free_texts_of_billing_records_lose_the_name(
+        gate: GateClient, clock: FakeClock) -> None:
+    """An override authored under the professional's name keeps its outcome, and its
+    author, reason and explanation lose the name once the professional is erased."""
+    await seed(gate)
+    booking = await held_session(gate, clock)
+    response = await gate.post(f"/api/v1/bookings/{booking['booking_id']}/attendance/override",
+                               headers=AUTH, json={"outcome": "technical_failure",
+                                                   "reason": f"{PRO_NAME} lost the line",
+                                                   "by": PRO_NAME})
+    assert response.status == 200, await response.text()
+    assert PRO_NAME in await response.text()
+    assert (await gate.delete("/api/v1/professionals/pro-e", headers=AUTH)).status == 204
+    after = await gate.get(f"/api/v1/bookings/{booking['booking_id']}/attendance",
+                           headers=AUTH)
+    text = await after.text()
+    assert after.status == 200 and PRO_NAME not in text
+    record = json.loads(text)
+    assert record["outcome"] == "technical_failure"
+    assert record["overrides"][0]["by"] == erasure.REDACTED
+    assert record["overrides"][0]["reason"] == f"{erasure.REDACTED} lost the line"
+
+
 async def test_no_new_links_for_a_booking_with_an_erased_party(
         gate: GateClient, clock: FakeClock) -> None:
     """Links of a booking whose professional was erased are refused, party_erased."""
