@@ -22,7 +22,7 @@ from booking_gate.config import GateConfig
 from booking_gate.db import schema as t
 from booking_gate.erasure import PartyKind, Traces
 from booking_gate.webhooks import new_secret
-from tests.conftest import AUTH, FakeClock, GateClient, book_now
+from tests.conftest import API_KEY, AUTH, FakeClock, GateClient, book_now
 from tests.test_signalling_server import hello, join, read_until_closed, refused
 
 # Distinctive strings: found in the files only if they really are left there.
@@ -224,6 +224,15 @@ def test_scrub_replaces_ids_and_cuts_texts_case_insensitively() -> None:
     assert erasure.scrub_order_key("booking:c-1x", traces) == "booking:c-1x"
 
 
+async def sqlite_gate(database: Path, clock: FakeClock, aiohttp_client: Callable[..., Any]
+                      ) -> GateClient:
+    """The gate on an SQLite file of the test's own, whose bytes it reads."""
+    config = GateConfig(db_url=f"sqlite:///{database}", public_url="https://care.example",
+                        api_key=API_KEY, var_dir=database.parent / "var")
+    gate: GateClient = await aiohttp_client(make_app(config, clock=clock))
+    return gate
+
+
 def _file_bytes(database: Path) -> dict[str, bytes]:
     found = {}
     for suffix in ("", "-wal", "-shm"):
@@ -244,10 +253,7 @@ async def test_the_erased_strings_are_gone_from_the_sqlite_files(
     in none of the .db, -wal and -shm files (secure_delete zeroes the freed space in the
     file, the WAL checkpoint removes the old page images from the log)."""
     database = tmp_path / "gate.db"
-    config = GateConfig(db_url=f"sqlite:///{database}", public_url="https://care.example",
-                        api_key=AUTH["Authorization"].removeprefix("Bearer "),
-                        var_dir=tmp_path / "var")
-    gate: GateClient = await aiohttp_client(make_app(config, clock=clock))
+    gate = await sqlite_gate(database, clock, aiohttp_client)
     await seed(gate)
     await held_session(gate, clock)
     await export_rows(gate, clock)  # the record is final, stored as JSON
@@ -269,10 +275,7 @@ async def test_the_byte_search_finds_what_secure_delete_off_leaves_behind(
     defaults to on), the erased name stays in the database file's free space, so the
     search above does detect leftovers; the engine itself has it on."""
     database = tmp_path / "gate.db"
-    config = GateConfig(db_url=f"sqlite:///{database}", public_url="https://care.example",
-                        api_key=AUTH["Authorization"].removeprefix("Bearer "),
-                        var_dir=tmp_path / "var")
-    gate: GateClient = await aiohttp_client(make_app(config, clock=clock))
+    gate = await sqlite_gate(database, clock, aiohttp_client)
     engine = gate.app[SERVICE].store.engine
     async with engine.connect() as conn:
         assert (await conn.exec_driver_sql("PRAGMA secure_delete")).scalar_one() == 1
