@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import boundedjson
 from booking_gate import billing_csv
 from booking_gate.appkeys import CALENDAR_SECRET, CONFIG, METRICS, SERVICE
+from booking_gate.erasure import PartyKind
 from booking_gate.errors import GateError, InvalidRequest, NotFound, Unauthorized
 from booking_gate.openapi import openapi_document
 from booking_gate.webhook_sender import refresh_metrics
@@ -145,6 +146,21 @@ async def put_hub(request: web.Request) -> web.Response:
 @endpoint("get_hub")
 async def get_hub(request: web.Request) -> web.Response:
     return json_response(await request.app[SERVICE].get_hub(request.match_info["hub_id"]))
+
+
+@routes.delete("/api/v1/professionals/{professional_id}")
+@endpoint("erase_professional")
+async def erase_professional(request: web.Request) -> web.Response:
+    await request.app[SERVICE].erase(PartyKind.PROFESSIONAL,
+                                     request.match_info["professional_id"])
+    return web.Response(status=204)
+
+
+@routes.delete("/api/v1/clients/{client_id}")
+@endpoint("erase_client")
+async def erase_client(request: web.Request) -> web.Response:
+    await request.app[SERVICE].erase(PartyKind.CLIENT, request.match_info["client_id"])
+    return web.Response(status=204)
 
 
 @routes.post("/api/v1/hubs/{hub_id}/credits")

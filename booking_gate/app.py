@@ -2,8 +2,8 @@
 
 ``setup_gate`` mounts the gate on an existing application (``carecall serve`` puts the
 gate and signalling on one app). Resources live in ``cleanup_ctx`` generators: the
-database engine (migrated on start), the background finaliser, the mailer and, when a
-receiver is configured, the webhook sender.
+database engine (migrated on start), the background finaliser, the mailer, when a
+receiver is configured the webhook sender, and the retention purge.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from booking_gate.appkeys import (
     INCALL,
     MAILER,
     METRICS,
+    RETENTION,
     SERVICE,
     WEBHOOKS,
 )
@@ -35,6 +36,7 @@ from booking_gate.db.engine import create_engine, migrate
 from booking_gate.incall import InCall
 from booking_gate.mailer import Mailer
 from booking_gate.metrics import GateMetrics
+from booking_gate.retention import RetentionPurge
 from booking_gate.rules import Windows
 from booking_gate.service import Clock, GateService, utc_now
 from booking_gate.store import Store
@@ -99,10 +101,18 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
         yield
         await sender.close()  # what is left stays in the outbox, for the next start
 
+    async def retention(app: web.Application) -> AsyncIterator[None]:
+        app[RETENTION] = purge = RetentionPurge(app[SERVICE].erasures, config.retention,
+                                                clock, interval=config.retention_interval)
+        purge.start()
+        yield
+        await purge.close()
+
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(finaliser)
     app.cleanup_ctx.append(mailer)
     app.cleanup_ctx.append(webhook_sender)
+    app.cleanup_ctx.append(retention)
 
 
 async def _finalise_forever(app: web.Application, interval: float) -> None:

@@ -56,6 +56,10 @@ class GateConfig:
     # Deliveries at once (each of another booking), and the poll interval.
     webhook_concurrency: int = 8
     webhook_interval: float = 5.0
+    # Retention (booking_gate/retention.py): delivered outbox messages older than this
+    # are deleted, checked every ``retention_interval`` seconds.
+    retention: timedelta = timedelta(days=90)
+    retention_interval: float = 3600.0
 
     @property
     def key_path(self) -> Path:
@@ -104,6 +108,18 @@ def seconds_from_env(env: Mapping[str, str], name: str, default: int) -> timedel
     if value < 0:
         raise ValueError(f"{name} must not be negative (got {value})")
     return timedelta(seconds=value)
+
+
+def retention_from_env(env: Mapping[str, str] | None = None) -> timedelta:
+    """``CARECALL_RETENTION_DAYS``: a whole number of days, at least 1 (default 90)."""
+    env = os.environ if env is None else env
+    raw = (env.get("CARECALL_RETENTION_DAYS") or "").strip()
+    if not raw:
+        return timedelta(days=90)
+    if not raw.isdecimal() or int(raw) < 1 or int(raw) > 36500:
+        raise ValueError(f"CARECALL_RETENTION_DAYS must be a whole number of days from 1 "
+                         f"to 36500 (got {raw[:20]!r})")
+    return timedelta(days=int(raw))
 
 
 def windows_from_env(env: Mapping[str, str] | None = None) -> tuple[timedelta, timedelta]:

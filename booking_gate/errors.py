@@ -6,7 +6,7 @@
     ├── Forbidden                403 forbidden
     ├── NotFound                 404 not_found
     └── Conflict                 409 booking_exists / no_credits / slot_taken /
-                                     not_modifiable / booking_cancelled
+                                     not_modifiable / booking_cancelled / party_erased
 
 Each error carries the contract's machine ``code``, its HTTP ``status`` and the
 offending ``field`` (or None); the aiohttp adapter turns it into

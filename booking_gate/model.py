@@ -136,6 +136,8 @@ class Professional:
     slot_minutes: int | None = None
     # The notice a cancellation of a booking outside hubs needs not to be late.
     cancellation_notice_hours: int = 24
+    # Set once erased (``erasure.py``): the id is then a pseudonym, name and email empty.
+    erased_at: datetime | None = None
 
     @property
     def slot_step(self) -> int:
@@ -154,6 +156,8 @@ class Client:
     # "Hide my IP": the professional's side never learns this client's address (the
     # client connects through a relay only; docs/security.md).
     hide_ip: bool = False
+    # Set once erased, as for professionals.
+    erased_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -344,6 +344,24 @@ CSV_DESCRIPTION = (
 )
 
 
+_ERASED_ID = "`party_erased`: the id is the pseudonym of an erased person"
+
+
+def _erase_op(kind: str, param: str) -> Schema:
+    """``DELETE`` of a person: the erasure on request (docs/security.md)."""
+    operation = _op(
+        f"erase{kind.title()}", f"Erase a {kind} (GDPR art. 17).", "people",
+        {"204": {"description": "Erased: name and email removed, the id pseudonymised in "
+                                "the billing records, the erasure audited."}},
+        params=(param,), not_found=f"unknown {kind}, or one already erased")
+    operation["description"] = (
+        f"Removes the {kind}'s name and email everywhere, including stored emails and "
+        "webhook events, and replaces the id by a random pseudonym (`erased-...`) in the "
+        "bookings, attendance and credit records kept for billing. Join links of the "
+        f"{kind} stop working. A second erasure of the same id is 404 `not_found`.")
+    return operation
+
+
 def _paths() -> Schema:
     booking = _ok("The booking.", _ref("Booking"))
     record = _ok("The attendance record.", _ref("AttendanceRecord"))
@@ -353,7 +371,8 @@ def _paths() -> Schema:
             "putProfessional", "Create or replace a professional.", "people",
             {"200": _ok("The stored professional.", _ref("Professional"))},
             body="ProfessionalInput", params=("ProfessionalId",),
-            invalid=_INVALID + "; `invalid_time_range`: an availability window ends too soon")},
+            invalid=_INVALID + "; `invalid_time_range`: an availability window ends too soon",
+            conflict=_ERASED_ID), "delete": _erase_op("professional", "ProfessionalId")},
         "/api/v1/professionals/{professional_id}/blocks": {"post": _op(
             "addBlock", "Block out a professional's time.", "people",
             {"201": _ok("The block.", _ref("Block"))}, body="BlockInput",
@@ -365,7 +384,8 @@ def _paths() -> Schema:
         "/api/v1/clients/{client_id}": {"put": _op(
             "putClient", "Create or replace a client.", "people",
             {"200": _ok("The stored client.", _ref("Client"))}, body="ClientInput",
-            params=("ClientId",))},
+            params=("ClientId",), conflict=_ERASED_ID),
+            "delete": _erase_op("client", "ClientId")},
         "/api/v1/hubs/{hub_id}": {
             "put": _op(
                 "putHub", "Set a hub's settings (a hub needs no other set-up).", "people",
@@ -410,7 +430,8 @@ def _paths() -> Schema:
         "/api/v1/bookings/{booking_id}/links": {"post": _op(
             "issueLinks", "Issue fresh join links for both parties.", "bookings",
             {"200": _ok("One join link per party.", _ref("Links"))}, params=("BookingId",),
-            not_found=unknown_booking, conflict="`booking_cancelled`")},
+            not_found=unknown_booking,
+            conflict="`booking_cancelled`; `party_erased`: a party of the booking was erased")},
         "/api/v1/bookings/{booking_id}/attendance": {"get": _op(
             "getAttendance", "Read a booking's attendance record.", "attendance",
             {"200": record}, params=("BookingId",), not_found=unknown_booking)},

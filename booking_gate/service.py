@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from booking_gate import billing_csv, ics, notify, rules, webhooks
+from booking_gate.erasure import PartyKind
+from booking_gate.erasure_store import ErasureStore
 from booking_gate.errors import Conflict, InvalidRequest, NotFound
 from booking_gate.model import (
     AttendanceEvent,
@@ -68,6 +70,8 @@ MAX_ROOMS_PER_BATCH = 1000
 MAX_SLOT_MINUTES = 24 * 60
 MAX_EXPORT_LIMIT = 500
 MAX_NOTICE_HOURS = 24 * 30
+# How far back an erasure looks for a session still open (bookings last at most 24 h).
+ERASE_LOOKBACK = timedelta(days=2)
 # The CSV export reads the store this many bookings at a time.
 CSV_PAGE = 100
 # The professional's calendar feed covers this window around now.
@@ -86,6 +90,12 @@ def _credit_target(outcome: Outcome, funding: Funding) -> CreditState:
     if effect is CreditEffect.RELEASE:
         return CreditState.RELEASED
     return CreditState.NONE
+
+
+def _erased(field: str | None) -> Conflict:
+    return Conflict("a party of this booking was erased; its id is a pseudonym now"
+                    if field is None else "this id is the pseudonym of an erased person",
+                    code="party_erased", field=field)
 
 
 def booking_json(booking: Booking) -> dict[str, Any]:
@@ -225,6 +235,7 @@ class GateService:
     def __init__(self, store: Store, tokens: TokenIssuer, public_url: str, windows: Windows,
                  clock: Clock = utc_now) -> None:
         self.store = store
+        self.erasures = ErasureStore(store.engine)
         self.tokens = tokens
         self.public_url = public_url
         self.windows = windows
@@ -243,6 +254,9 @@ class GateService:
 
     async def put_professional(self, professional_id: str, data: object) -> dict[str, Any]:
         pid = parse_id(professional_id, "professional_id")
+        existing = await self.store.get_professional(pid)
+        if existing is not None and existing.erased_at is not None:
+            raise _erased("professional_id")
         body = Body(data, {"name", "email", "timezone", "session_minutes", "buffer_minutes",
                            "slot_minutes", "cancellation_notice_hours", "availability"})
         session = body.integer("session_minutes", low=5, high=480, default=50)
@@ -264,10 +278,12 @@ class GateService:
         )
         return professional_json(await self.store.put_professional(professional))
 
-    async def _professional(self, professional_id: str) -> Professional:
+    async def _professional(self, professional_id: str, *, erased: bool = False
+                            ) -> Professional:
+        """The professional; an erased one only with ``erased`` (its bookings' terms)."""
         professional = await self.store.get_professional(parse_id(professional_id,
                                                                   "professional_id"))
-        if professional is None:
+        if professional is None or (professional.erased_at is not None and not erased):
             raise NotFound(f"unknown professional '{professional_id}'", field="professional_id")
         return professional
 
@@ -289,6 +305,9 @@ class GateService:
 
     async def put_client(self, client_id: str, data: object) -> dict[str, Any]:
         cid = parse_id(client_id, "client_id")
+        existing = await self.store.get_client(cid)
+        if existing is not None and existing.erased_at is not None:
+            raise _erased("client_id")
         body = Body(data, {"name", "email", "timezone", "hub_id", "hide_ip"})
         hub = body.ident("hub_id", required=False)
         client = Client(
@@ -310,9 +329,33 @@ class GateService:
 
     async def require_client(self, client_id: str, field: str = "client_id") -> Client:
         client = await self.store.get_client(parse_id(client_id, field))
-        if client is None:
+        if client is None or client.erased_at is not None:
             raise NotFound(f"unknown client '{client_id}'", field=field)
         return client
+
+    # -- erasure (erasure.py) --------------------------------------------------------
+
+    async def erase(self, kind: PartyKind, party_id: str) -> None:
+        """Erase a client or a professional (GDPR art. 17); ``not_found`` when there is no
+        such person, including one already erased (its id no longer exists)."""
+        field = f"{kind.value}_id"
+        pid = parse_id(party_id, field)
+        now = self.clock()
+        pseudonym = await self.erasures.erase(kind, pid, now)
+        if pseudonym is None:
+            raise NotFound(f"unknown {kind.value} '{party_id}'", field=field)
+        self.outbox_changed()
+        # A session in progress ends now: its rooms are closed (4403 not_a_party) here;
+        # scale-out nodes see the party change at their next revalidation.
+        mine = pseudonym if kind is PartyKind.CLIENT else None
+        where = BookingFilter(
+            professional_id=None if mine else pseudonym, client_id=mine,
+            status=BookingStatus.CONFIRMED, start=now - ERASE_LOOKBACK,
+            end=now + self.windows.join_early + timedelta(seconds=1))
+        for booking in await self.store.list_bookings(where, None, MAX_EXPORT_LIMIT):
+            opens_at, closes_at = self.tokens.window(booking)
+            if opens_at <= now < closes_at:
+                await self._lock_room(booking.room_id, "not_a_party")
 
     async def grant_credits(self, hub_id: str, data: object) -> dict[str, Any]:
         hub = parse_id(hub_id, "hub_id")
@@ -344,12 +387,23 @@ class GateService:
             starts_at=starts_at, ends_at=ends_at,
             funding=body.choice("funding", Funding), source=body.choice("source", Source),
         )
+        await self._refuse_erased(professional_id, client_id)
         notices = await self.notifier(BookingEvent.CREATED, professional_id, client_id)
         booking, created = await self.store.create_booking(new, self.clock(), notify=notices)
         if created:
             self.outbox_changed()
             logger.info("booking created", extra={"booking_id": bid})
         return booking_json(booking), created
+
+    async def _refuse_erased(self, professional_id: str, client_id: str) -> None:
+        """An erased person books nothing: their pseudonym is ``not_found`` (an unknown id
+        is left to the store, which refuses it in the booking's transaction)."""
+        professional = await self.store.get_professional(professional_id)
+        if professional is not None and professional.erased_at is not None:
+            raise NotFound(f"unknown professional '{professional_id}'", field="professional_id")
+        client = await self.store.get_client(client_id)
+        if client is not None and client.erased_at is not None:
+            raise NotFound(f"unknown client '{client_id}'", field="client_id")
 
     async def _booking(self, booking_id: str) -> Booking:
         booking = await self.store.get_booking(parse_id(booking_id, "booking_id"))
@@ -373,7 +427,7 @@ class GateService:
             return booking_json(booking)  # idempotent: a retried cancel changes nothing
         now = self.clock()
         self._refuse_if_over(booking, now)
-        professional = await self._professional(booking.professional_id)
+        professional = await self._professional(booking.professional_id, erased=True)
         notice = rules.notice_hours(booking, professional.cancellation_notice_hours)
         late, chargeable = rules.cancellation_terms(booking, by, now, notice)
         outcome = Outcome.LATE_CANCELLATION if chargeable else Outcome.CANCELLED
@@ -399,7 +453,7 @@ class GateService:
             raise Conflict("the booking is cancelled", code="booking_cancelled", field=None)
         now = self.clock()
         self._refuse_if_over(booking, now)
-        professional = await self._professional(booking.professional_id)
+        professional = await self._professional(booking.professional_id, erased=True)
         return rules.quote_cancellation(booking, by, now,
                                         professional.cancellation_notice_hours).to_json()
 
@@ -459,6 +513,8 @@ class GateService:
         client = await self.store.get_client(client_id)
         if professional is None or client is None:
             return None  # the store refuses the change with not_found
+        if professional.erased_at is not None or client.erased_at is not None:
+            return None  # nobody to write to, and no event naming a pseudonym
         emails = notify.notifier(event, professional, client, mail_from=self.mail_from,
                                  previous=previous)
         return _with_webhook(emails, event, previous, booked_by, by)
@@ -470,7 +526,7 @@ class GateService:
         Await it before the store call, and call ``outbox_changed()`` once it committed.
         """
         client = await self.store.get_client(client_id)
-        if client is None:
+        if client is None or client.erased_at is not None:
             return None  # the store refuses the booking with not_found
         emails = notify.notifier(BookingEvent.CREATED, professional, client,
                                  mail_from=self.mail_from)
@@ -485,6 +541,10 @@ class GateService:
         booking = await self._booking(booking_id)
         if booking.status is BookingStatus.CANCELLED:
             raise Conflict("the booking is cancelled", code="booking_cancelled", field=None)
+        for party in (await self.store.get_professional(booking.professional_id),
+                      await self.store.get_client(booking.client_id)):
+            if party is None or party.erased_at is not None:
+                raise _erased(None)
         now = self.clock()
         result = {}
         for role in Role:
@@ -515,7 +575,7 @@ class GateService:
         if not ics.feed_key_matches(secret, professional_id, key):
             raise NotFound("no such calendar", field=None)
         professional = await self.store.get_professional(professional_id)
-        if professional is None:
+        if professional is None or professional.erased_at is not None:
             raise NotFound("no such calendar", field=None)
         now = self.clock()
         bookings = await self.store.list_confirmed(professional.professional_id,

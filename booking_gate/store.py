@@ -101,7 +101,7 @@ def _professional(row: Any) -> Professional:
         timezone=row.timezone, session_minutes=row.session_minutes,
         buffer_minutes=row.buffer_minutes, availability=tuple(json.loads(row.availability)),
         updated_at=row.updated_at, slot_minutes=row.slot_minutes,
-        cancellation_notice_hours=row.cancellation_notice_hours,
+        cancellation_notice_hours=row.cancellation_notice_hours, erased_at=row.erased_at,
     )
 
 
@@ -109,7 +109,7 @@ def _client(row: Any) -> Client:
     return Client(
         client_id=ClientId(row.client_id), name=row.name, email=row.email,
         timezone=row.timezone, hub_id=HubId(row.hub_id) if row.hub_id else None,
-        updated_at=row.updated_at, hide_ip=bool(row.hide_ip),
+        updated_at=row.updated_at, hide_ip=bool(row.hide_ip), erased_at=row.erased_at,
     )
 
 
@@ -436,7 +436,7 @@ class Store:
                 return existing, False
             client = (await conn.execute(select(t.clients).where(
                 t.clients.c.client_id == new.client_id))).first()
-            if client is None:
+            if client is None or client.erased_at is not None:
                 raise NotFound(f"unknown client '{new.client_id}'", field="client_id")
             await self._check_free(conn, new.professional_id, new.starts_at, new.ends_at)
             credit_state, hub_id, funding = CreditState.NONE, client.hub_id, new.funding

@@ -4,8 +4,9 @@
 gate, ``carecall signalling`` (a scale-out node) has one of its own. Background work
 lives in ``cleanup_ctx``: the room registry (in this process, or Redis when
 ``redis_url`` is set), the attendance reporter, the upkeep sweep (grace periods, dead
-nodes) and the revalidator that closes rooms whose booking was cancelled or moved, or
-whose window is over (within ``revalidate_interval``).
+nodes) and the revalidator that closes rooms whose booking was cancelled or moved, whose
+party was erased (the booking names a pseudonym now), or whose window is over (within
+``revalidate_interval``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 LOCK_REASONS = {
     "booking_cancelled": "this booking was cancelled",
     "booking_rescheduled": "this booking was rescheduled; ask for a new link",
+    # A party was erased at the gate: the booking names a pseudonym now.
+    "not_a_party": "the join token is not for a party of this booking",
 }
 
 
@@ -160,6 +163,9 @@ def setup_signalling(app: web.Application, config: SignallingConfig, gate: GateL
                 await lock_room(room_id, "booking_cancelled")
             elif fresh.changed_at != booking.changed_at:
                 await lock_room(room_id, "booking_rescheduled")
+            elif (fresh.professional_id, fresh.client_id) != (booking.professional_id,
+                                                              booking.client_id):
+                await lock_room(room_id, "not_a_party")
             elif now >= fresh.closes_at:
                 await app[HUB].kick(room_id, CloseCode.OUTSIDE_WINDOW, "session_over",
                                     "this session is over")

@@ -292,7 +292,7 @@ async def test_http_node_with_redis_rooms_says_relay_to_the_hiding_client(
 
 async def test_migration_0007_adds_the_settings_and_comes_off_again(db_url: str) -> None:
     """After 0007 an existing client reads hide_ip false (server default) and hubs exists;
-    a downgrade to 0005 removes both and keeps the client; upgrading again restores them."""
+    a downgrade to 0006 removes both and keeps the client; upgrading again restores them."""
     from alembic import command
     from sqlalchemy import inspect, select, text
 
@@ -314,7 +314,7 @@ async def test_migration_0007_adds_the_settings_and_comes_off_again(db_url: str)
             assert hide is False
             client_columns, tables = await conn.run_sync(columns)
             assert "hide_ip" in client_columns and "hubs" in tables
-            await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "0005"))
+            await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "0006"))
             client_columns, tables = await conn.run_sync(columns)
             assert "hide_ip" not in client_columns and "hubs" not in tables
             assert (await conn.execute(text("SELECT count(*) FROM clients"))).scalar_one() == 1

@@ -45,11 +45,13 @@ PUBLIC = {"/.well-known/jwks.json", "/healthz", "/metrics", "/api/v1/openapi.jso
           "/api/v1/professionals/{professional_id}/calendar.ics"}
 EXPECTED = {
     ("/api/v1/professionals/{professional_id}", "put"),
+    ("/api/v1/professionals/{professional_id}", "delete"),
     ("/api/v1/professionals/{professional_id}/blocks", "post"),
     ("/api/v1/professionals/{professional_id}/blocks/{block_id}", "delete"),
     ("/api/v1/clients/{client_id}", "put"),
     ("/api/v1/hubs/{hub_id}", "put"),
     ("/api/v1/hubs/{hub_id}", "get"),
+    ("/api/v1/clients/{client_id}", "delete"),
     ("/api/v1/hubs/{hub_id}/credits", "post"),
     ("/api/v1/clients/{client_id}/credits", "get"),
     ("/api/v1/bookings/{booking_id}", "put"),

@@ -2,7 +2,8 @@
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` so an
 acknowledged write survives a power cut, and every transaction starts with
-``BEGIN IMMEDIATE`` so writers queue instead of failing half-way. Its folder must
+``BEGIN IMMEDIATE`` so writers queue instead of failing half-way; ``secure_delete`` is
+on, so deleted content is overwritten. Its folder must
 exist: a mistyped path is refused, not created.
 
 Errors: ``DatabaseUrlError`` for a URL that cannot work (bad form, missing folder),
@@ -96,8 +97,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    # secure_delete: freed cells and pages are zeroed, so an erased name or a purged
+    # email is gone from the file, not merely unlinked (erasure_store.py).
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
-                   "busy_timeout=15000"):
+                   "busy_timeout=15000", "secure_delete=ON"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

@@ -72,6 +72,9 @@ professionals = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # Revision 0005: the notice a cancellation outside hubs needs (hub bookings: 24 h).
     Column("cancellation_notice_hours", Integer, nullable=False, server_default="24"),
+    # Revision 0006: when the professional was erased (``erasures``); the row then holds
+    # a pseudonym for its id and no name or email.
+    Column("erased_at", UTCDateTime, nullable=True),
 )
 
 clients = Table(
@@ -84,6 +87,8 @@ clients = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # Revision 0007: "Hide my IP" (the client connects through a relay only).
     Column("hide_ip", Boolean, nullable=False, server_default=false()),
+    # Revision 0006: when the client was erased, as for professionals.
+    Column("erased_at", UTCDateTime, nullable=True),
 )
 
 blocks = Table(
@@ -211,6 +216,8 @@ outbox = Table(
     Index("ix_outbox_due", "sent_at", "next_attempt_at"),
     Index("ix_outbox_order", "kind", "order_key", "message_id"),
     Index("ux_outbox_webhook_id", "webhook_id", unique=True),
+    # Revision 0006: the retention purge of delivered messages.
+    Index("ix_outbox_sent", "sent_at"),
 )
 
 # Revision 0005: the webhook receiver's state, shared by every gate process. A receiver
@@ -248,4 +255,17 @@ hubs = Table(
     Column("hub_id", ID, primary_key=True),
     Column("clients_hide_ip", Boolean, nullable=False, server_default=false()),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# -- revision 0006: erasure ---------------------------------------------------------------
+
+# The audit trail of erasures (GDPR art. 17): which pseudonym replaced an erased person's
+# id, whether a client or a professional, and when by the server's clock. Nothing here
+# is personal data: the pseudonym is random, not derived from the id it replaced.
+erasures = Table(
+    "erasures", metadata,
+    Column("erasure_id", Integer, primary_key=True, autoincrement=True),
+    Column("pseudonym", ID, nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # client | professional
+    Column("erased_at", UTCDateTime, nullable=False),
 )

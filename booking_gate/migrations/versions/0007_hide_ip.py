@@ -1,7 +1,7 @@
 """"Hide my IP": a client's preference and a hub's setting.
 
 Revision ID: 0007
-Revises: 0005 (to become 0006 when the erasure revision lands: the chain is rebased then)
+Revises: 0006
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from booking_gate.db.schema import UTCDateTime
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
