@@ -6,8 +6,7 @@ Redis."""
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from signalling.room import Role
 from tests.conftest import (
     API_KEY,
     AUTH,
+    REDIS_URL,
     FakeClock,
     GateClient,
     book_now,
@@ -36,7 +36,6 @@ from tests.conftest import (
     seed_people,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 LIMIT = 10.0
 CLIENT = {"name": "Cli Ent", "email": "client@example.org", "timezone": "Europe/Oslo",
           "hub_id": "acme"}
@@ -242,22 +241,11 @@ async def test_in_process_gate_link_carries_the_hub_setting(service: GateClient)
     assert found["unknown-room"] is None
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"carecall-test-{secrets.token_hex(6)}:"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(f"{name}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.redis
 async def test_http_node_with_redis_rooms_says_relay_to_the_hiding_client(
-        tmp_path: Path, prefix: str, aiohttp_client: Callable[..., Any]) -> None:
+        tmp_path: Path, redis_prefix: str, aiohttp_client: Callable[..., Any]) -> None:
     """carecall signalling --gate-url: the flag crosses HTTP (HttpGate) and a room kept in
     Redis, and the client's welcome says relay; the professional's says all."""
     gate: GateClient = await aiohttp_client(TestServer(make_gate(GateConfig(
@@ -268,7 +256,7 @@ async def test_http_node_with_redis_rooms_says_relay_to_the_hiding_client(
     link = HttpGate(str(gate.make_url("/")), API_KEY)
     node = await aiohttp_client(TestServer(make_signalling(SignallingConfig(
         public_url="http://127.0.0.1", var_dir=tmp_path / "node", redis_url=REDIS_URL,
-        redis_prefix=prefix), link), host="127.0.0.1"))
+        redis_prefix=redis_prefix), link), host="127.0.0.1"))
     async with node.ws_connect("/ws") as present:  # keeps the room open in Redis
         await present.send_json({"type": "hello", "token": room["professional"],
                                  "agent": "browser", "can_rollback": True})
@@ -279,7 +267,7 @@ async def test_http_node_with_redis_rooms_says_relay_to_the_hiding_client(
         # The room as Redis keeps it says so too (a node that resumes it reads it there).
         store = redis.Redis.from_url(REDIS_URL)
         try:
-            raw = await store.hget(f"{prefix}room:{room['room_id']}", "s")
+            raw = await store.hget(f"{redis_prefix}room:{room['room_id']}", "s")
         finally:
             await store.aclose()
         await present.send_json({"type": "bye"})

@@ -30,27 +30,14 @@ from signalling.config import SignallingConfig
 from signalling.hub import event_id
 from signalling.registry_redis import RedisRegistry
 from signalling.room import Attend, Close, Role, Room, node_of
-from tests.conftest import API_KEY, AUTH, GateClient, book_now
+from tests.conftest import API_KEY, AUTH, REDIS_URL, GateClient, book_now
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 WS = aiohttp.ClientWebSocketResponse
 LIMIT = 10.0
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    name = f"carecall-test-{secrets.token_hex(6)}:"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(f"{name}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 class Nodes:
@@ -86,7 +73,7 @@ def gate_link(request: pytest.FixtureRequest) -> type[InProcessGate]:
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path, prefix: str, gate_link: type[InProcessGate],
+async def nodes(tmp_path: Path, redis_prefix: str, gate_link: type[InProcessGate],
                 aiohttp_client: Callable[..., Any]) -> AsyncIterator[Nodes]:
     gate_app = make_gate(GateConfig(db_url=f"sqlite:///{tmp_path / 'gate.db'}",
                                     public_url="http://127.0.0.1", api_key=API_KEY,
@@ -99,7 +86,7 @@ async def nodes(tmp_path: Path, prefix: str, gate_link: type[InProcessGate],
 
         app = web.Application()
         config = SignallingConfig(public_url="http://127.0.0.1", var_dir=tmp_path / name,
-                                  redis_url=REDIS_URL, redis_prefix=prefix,
+                                  redis_url=REDIS_URL, redis_prefix=redis_prefix,
                                   resume_secret=secret, revalidate_interval=0.5,
                                   sweep_interval=0.2, node_ttl=timedelta(seconds=1))
         setup_signalling(app, config, gate_link(gate_app))
@@ -215,12 +202,12 @@ async def test_attendance_from_two_nodes_makes_one_interval_per_party(nodes: Nod
         assert len(intervals) == 1 and intervals[0]["to"] is not None, (role, intervals)
 
 
-async def test_a_dead_nodes_connections_are_dropped_by_one_survivor(prefix: str) -> None:
+async def test_a_dead_nodes_connections_are_dropped_by_one_survivor(redis_prefix: str) -> None:
     """A node that stops its heartbeat is dead after its TTL: of two survivors exactly one
     claims it, its connections become away as of its last heartbeat, and it is forgotten."""
     grace, ttl = timedelta(seconds=30), timedelta(seconds=1)
     dead, first, second = [await RedisRegistry.connect(
-        REDIS_URL, grace=grace, prefix=prefix, node_id=name, node_ttl=ttl)
+        REDIS_URL, grace=grace, prefix=redis_prefix, node_id=name, node_ttl=ttl)
         for name in ("dead", "first", "second")]
     booking = _booking()
     try:
@@ -252,11 +239,11 @@ async def test_a_dead_nodes_connections_are_dropped_by_one_survivor(prefix: str)
             await registry.close()
 
 
-async def test_racing_joins_from_two_nodes_leave_one_connection(prefix: str) -> None:
+async def test_racing_joins_from_two_nodes_leave_one_connection(redis_prefix: str) -> None:
     """Twenty joins of one role from two registries at once: each applies to the state the
     one before committed, so exactly one connection is left and 19 were replaced."""
     grace = timedelta(seconds=30)
-    one, two = [await RedisRegistry.connect(REDIS_URL, grace=grace, prefix=prefix,
+    one, two = [await RedisRegistry.connect(REDIS_URL, grace=grace, prefix=redis_prefix,
                                             node_id=name) for name in ("one", "two")]
     booking, now = _booking(), datetime.now(UTC)
     try:

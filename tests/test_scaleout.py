@@ -21,12 +21,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis.asyncio as redis
 from aiohttp.test_utils import unused_port
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer import Peer, PeerError
+from tests.conftest import REDIS_URL
 from tests.front import Front
 from tests.processes import Served, clean_env, request_json
 
@@ -35,7 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis,
 
 KEY = "scale-out-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-REDIS_URL = "redis://127.0.0.1:6379/0"
 OVERRUN = 20
 
 
@@ -115,17 +114,6 @@ def signing_key(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"carecall-test-{secrets.token_hex(6)}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

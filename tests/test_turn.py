@@ -29,6 +29,19 @@ def turn(tmp_path: Path) -> Iterator[tuple[Coturn, str]]:
         yield running
 
 
+async def call(pro: RecordingPeer, client: RecordingPeer) -> None:
+    """Both connected, frames both ways, matching verification codes, both leave."""
+    await pro.wait_connected(45)
+    await client.wait_connected(45)
+    await pro.wait_for(lambda: pro.stats.frames_received > 30, 30, "frames")
+    await client.wait_for(lambda: client.stats.frames_received > 30, 30, "frames")
+    await pro.wait_for(lambda: pro.stats.verification_code is not None, 15, "a code")
+    await client.wait_for(lambda: client.stats.verification_code is not None, 15, "a code")
+    assert pro.stats.verification_code == client.stats.verification_code
+    await pro.leave()
+    await client.leave()
+
+
 async def test_a_relay_only_call_flows_through_coturn_end_to_end(
         tmp_path: Path, turn: tuple[Coturn, str]) -> None:
     """Both peers offer relay candidates only; media flows through coturn (its log shows
@@ -43,16 +56,7 @@ async def test_a_relay_only_call_flows_through_coturn_end_to_end(
         links = book(base)
         async with RecordingPeer(links["professional"], relay_only=True) as pro, \
                 RecordingPeer(links["client"], relay_only=True) as client:
-            await pro.wait_connected(45)
-            await client.wait_connected(45)
-            await pro.wait_for(lambda: pro.stats.frames_received > 30, 30, "frames")
-            await client.wait_for(lambda: client.stats.frames_received > 30, 30, "frames")
-            await pro.wait_for(lambda: pro.stats.verification_code is not None, 15, "a code")
-            await client.wait_for(lambda: client.stats.verification_code is not None, 15,
-                                  "a code")
-            assert pro.stats.verification_code == client.stats.verification_code
-            await pro.leave()
-            await client.leave()
+            await call(pro, client)
         for peer in (pro, client):
             assert peer.offered, "no candidates offered"
             assert all(" typ relay" in line for line in peer.offered), peer.offered
@@ -87,14 +91,7 @@ async def test_hide_my_ip_keeps_the_clients_address_from_the_professional(
             await pro.wait_connected(45)
             await client.wait_connected(45)
             assert client.relay_only and not pro.relay_only
-            await pro.wait_for(lambda: pro.stats.frames_received > 30, 30, "frames")
-            await client.wait_for(lambda: client.stats.frames_received > 30, 30, "frames")
-            await pro.wait_for(lambda: pro.stats.verification_code is not None, 15, "a code")
-            await client.wait_for(lambda: client.stats.verification_code is not None, 15,
-                                  "a code")
-            assert pro.stats.verification_code == client.stats.verification_code
-            await pro.leave()
-            await client.leave()
+            await call(pro, client)
     finally:
         served.close()
     print(f"the professional received {len(pro.received)} candidates from the client, "
