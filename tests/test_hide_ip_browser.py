@@ -84,6 +84,7 @@ async def relay_call(browser: Browser, tmp_path: Path, turn: tuple[Coturn, str],
             assert await page.evaluate("window.__policy") == "relay"
             gathered: list[str] = await page.evaluate("window.__gathered")
             await page.get_by_test_id("hangup-button").click()
+            await page.get_by_test_id("hangup-confirm").click()
             await pro.leave()
         assert log.errors == []
         await page.context.close()

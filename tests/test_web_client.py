@@ -73,6 +73,7 @@ async def test_browser_professional_and_headless_client_connect_with_the_same_co
         await peer.wait_for(lambda: peer.stats.frames_received >= 10, 10,
                             "the browser's video at the peer")
         await page.get_by_test_id("hangup-button").click()
+        await page.get_by_test_id("hangup-confirm").click()
         await peer.wait_for(lambda: peer.stats.connections == 1 and peer._pc is None, 10,
                             "the peer to see the browser leave")
     assert log.errors == []
@@ -280,7 +281,7 @@ async def test_a_cancelled_booking_is_refused_with_the_reason(service: GateClien
                                   json={"by": "professional", "reason": "ill"})
     assert response.status == 200
     assert "cancelled" in await error_text(inside)
-    page = await in_call(browser, room["links"]["professional"])
+    page, _log = await open_page(browser, room["links"]["professional"])  # no Join to press
     assert "cancelled" in await error_text(page)
 
 
@@ -289,7 +290,7 @@ async def test_a_forged_link_is_refused_as_invalid(service: GateClient,
     """A link whose signature was tampered with shows "invalid link"."""
     room = await book_now(service)
     head, _, _signature = room["links"]["client"].rpartition(".")
-    page = await in_call(browser, head + "." + "A" * 86)
+    page, _log = await open_page(browser, head + "." + "A" * 86)
     assert "invalid link" in (await error_text(page)).lower()
 
 
@@ -301,23 +302,30 @@ async def test_a_link_without_token_is_refused_at_once(service: GateClient,
     assert "invalid link" in (await error_text(page)).lower()
 
 
-async def test_too_early_shows_the_start_time(service: GateClient, browser: Browser) -> None:
-    """Three hours early, the page says so and shows the start time."""
+async def test_too_early_waits_in_the_lobby_with_the_opening_time(service: GateClient,
+                                                                  browser: Browser) -> None:
+    """Three hours early, the lobby counts down to the room's opening and says when it
+    opens; Join stays off (tests/test_lobby.py sees it turn on by itself)."""
     room = await book_now(service, "b-early", start_offset=3 * 3600)
-    starts_at = datetime.fromisoformat(room["booking"]["starts_at"].replace("Z", "+00:00"))
-    page = await in_call(browser, room["links"]["client"])
-    text = await error_text(page)
+    opens_at = datetime.fromisoformat(room["booking"]["starts_at"].replace("Z", "+00:00")
+                                      ) - timedelta(seconds=900)
+    page, _log = await open_page(browser, room["links"]["client"])
+    hint = page.locator("#join-hint")
+    await hint.wait_for(state="visible", timeout=10_000)
     expected = await page.evaluate(
         "iso => new Intl.DateTimeFormat(undefined, {hour: '2-digit', minute: '2-digit'})"
-        ".format(new Date(iso))", starts_at.isoformat())
-    assert "too early" in text.lower() and expected in text, text
+        ".format(new Date(iso))", opens_at.isoformat())
+    assert expected in (await hint.text_content() or "")
+    countdown = (await page.locator("#countdown").text_content() or "").strip()
+    assert countdown.startswith("The room opens in 2:"), countdown
+    assert await page.get_by_test_id("join-button").is_disabled()
 
 
 async def test_an_ended_session_is_refused_as_over(service: GateClient,
                                                   browser: Browser) -> None:
     """A link for a session whose window has closed says it is over."""
     room = await book_now(service, "b-past", start_offset=-3 * 3600)
-    page = await in_call(browser, room["links"]["client"])
+    page, _log = await open_page(browser, room["links"]["client"])
     assert "session is over" in await error_text(page)
 
 
@@ -366,7 +374,8 @@ async def test_the_controls_are_labelled_and_toggle(service: GateClient,
     assert enabled == [False, False]
     unlabelled = await page.evaluate(
         "() => [...document.querySelectorAll('button, select, video')]"
-        ".filter(e => !e.getAttribute('aria-label') && !e.labels?.length).map(e => e.id)")
+        ".filter(e => !e.getAttribute('aria-label') && !e.labels?.length"
+        " && !e.textContent.trim()).map(e => e.id)")
     assert unlabelled == []
 
 

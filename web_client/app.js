@@ -1,24 +1,55 @@
-// The call page: wiring of the lobby, the signalling socket, the peer connection, the
-// verification code and the professional's booking panel. docs/protocol.md is the
-// behaviour this follows; peer/client.py is the headless peer it must interoperate with.
+// The call page: the link check, the lobby (who and when, the pre-call check, "running
+// late"), the signalling socket, the peer connection, the verification code, the ending
+// and the professional's booking panel. docs/protocol.md is the behaviour this follows;
+// peer/client.py is the headless peer it must interoperate with.
 //
 // Invariants:
+// - the link is checked (GET .../session) before the camera or microphone is asked for:
+//   a refused link never prompts;
+// - the page is in one phase of PHASES at a time and moves only along its arrows;
+//   everything visible is drawn by `render` from `state`, so a language switch redraws
+//   all of it;
 // - all signalling messages and peer-connection events are handled one at a time, in
 //   order (`serial`), so a negotiation step never interleaves with another;
 // - once both parties are present the impolite side offers; a `peer-joined` that is not
 //   a resume means the other side lost its connection, so ours is rebuilt too;
-// - `status` says "connected" only while the media path is up (connectionState).
+// - `status` says "connected" only while the media path is up (connectionState);
+// - times the server decides (the room opening, the session's end) are counted on the
+//   server's clock: `now()` is this device's clock corrected by the session's `now`.
 
 import { BookingPanel } from "./booking.js";
 import { Call } from "./call.js";
-import { LocalMedia, PROBLEMS } from "./media.js";
+import {
+  LANGUAGES, chooseLanguage, formatClock, formatDuration, formatRange, formatTime, language,
+  setLanguage, t, viewerTimeZone,
+} from "./i18n.js";
+import { LocalMedia } from "./media.js";
+import { MicMeter, checkNetwork, playTestSound } from "./precall.js";
 import { Signalling } from "./signalling.js";
-import { $, MISSING_TOKEN, formatTime, refusalText, show } from "./ui.js";
+import { $, MISSING_TOKEN, refusalText, show } from "./ui.js";
 import { COMMIT, REVEAL, VerificationError, Verifier, dtlsFingerprints } from "./verify.js";
 
 const WARNING_BEFORE_END_MS = 5 * 60 * 1000;
 // After an ICE restart that does not bring the path back, start over on a new connection.
 const ICE_RESTART_GRACE_MS = 8000;
+// How often the page re-reads the session (notices, the next booking, a cancellation
+// while waiting in the lobby).
+const SESSION_POLL_MS = 10_000;
+const LATE_CHOICES = [5, 10, 15];
+
+// Which phase may follow which. `checking`: the link is being checked; `refused`: it
+// cannot be used (retry only when the service could not be reached).
+const PHASES = {
+  checking: ["lobby", "refused"],
+  lobby: ["joining", "refused"],
+  joining: ["call", "refused", "ended"],
+  call: ["ended", "refused"],
+  ended: ["lobby", "refused"],
+  refused: ["checking"],
+};
+// Where focus goes when a phase begins (its heading, so a screen reader starts there).
+const PHASE_FOCUS = { lobby: "lobby-title", call: "call-title", ended: "ended-title",
+  refused: "refused-title" };
 
 /** `{base}/s/{room}#t={token}` → where to connect and with what. */
 function parseLink(location) {
@@ -30,6 +61,7 @@ function parseLink(location) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   return {
     room, token, apiBase: `${location.origin}${base}`,
+    roomUrl: `${location.origin}${base}/api/v1/rooms/${encodeURIComponent(room)}`,
     wsUrl: `${scheme}://${location.host}${base}/ws?room=${encodeURIComponent(room)}`,
   };
 }
@@ -40,27 +72,45 @@ const joinedKey = `carecall:joined:${link.room}`;
 const hideIpKey = `carecall:hide-ip:${link.room}`;
 const media = new LocalMedia();
 
-const els = {
-  status: $("status"), warning: $("ending-warning"), refused: $("refused"), error: $("error"),
-  ended: $("ended"), rejoin: $("rejoin-button"), callArea: $("call-area"),
-  remoteVideo: $("remote-video"), placeholder: $("remote-placeholder"),
-  localVideo: $("local-video"), sound: $("sound-button"), lobby: $("lobby"),
-  notice: $("media-notice"), cameraSelect: $("camera-select"),
-  microphoneSelect: $("microphone-select"), join: $("join-button"), inCall: $("in-call"),
-  mute: $("mute-button"), camera: $("camera-button"), hangup: $("hangup-button"),
-  code: $("verification-code"), bookingSlot: $("booking-slot"), hideIp: $("hide-ip-option"),
-};
-
-// Hide my IP asked (welcome's ice_transport_policy "relay", or the lobby's checkbox) but
-// the service offers no TURN server: connecting directly would show the address.
-const NO_RELAY = "Hide my IP needs a relay server, which this service has not configured, "
-  + "so the call was not connected: a direct connection would show your IP address to the "
-  + "other party. Ask the service to set up a relay server";
-const NO_RELAY_LOCAL = `${NO_RELAY}, or reload this page and join without "Hide my IP".`;
+const els = Object.fromEntries([
+  ["status", "status"], ["language", "language-select"], ["warning", "ending-warning"],
+  ["peerNotice", "peer-notice"], ["refused", "refused"], ["error", "error"],
+  ["refusedNext", "refused-next"], ["retry", "retry-button"], ["ended", "ended"],
+  ["endedAt", "ended-at"], ["endedBooked", "ended-booked"], ["endedNext", "ended-next"],
+  ["endedRejoin", "ended-rejoin"], ["rejoinUntil", "ended-rejoin-until"],
+  ["rejoin", "rejoin-button"], ["endedClosed", "ended-closed"],
+  ["endedBooking", "ended-booking"], ["support", "support"], ["supportText", "support-text"],
+  ["callArea", "call-area"], ["remoteVideo", "remote-video"],
+  ["placeholder", "remote-placeholder"], ["localVideo", "local-video"],
+  ["sound", "sound-button"], ["lobby", "lobby"], ["sessionWith", "session-with"],
+  ["sessionWhen", "session-when"], ["countdown", "countdown"], ["notice", "media-notice"],
+  ["cameraSelect", "camera-select"], ["microphoneSelect", "microphone-select"],
+  ["micLevel", "mic-level"], ["micHint", "mic-hint"], ["speaker", "speaker-button"],
+  ["speakerResult", "speaker-result"], ["verdict", "network-verdict"],
+  ["recheck", "network-button"], ["hideIp", "hide-ip-option"], ["late", "late"],
+  ["lateMinutes", "late-minutes"], ["lateButton", "late-button"],
+  ["lateResult", "late-result"], ["join", "join-button"], ["joinHint", "join-hint"],
+  ["inCall", "in-call"], ["callTitle", "call-title"], ["mute", "mute-button"],
+  ["camera", "camera-button"], ["hangup", "hangup-button"], ["code", "verification-code"],
+  ["bookingSlot", "booking-slot"], ["dialog", "hangup-dialog"],
+  ["hangupConfirm", "hangup-confirm"], ["hangupCancel", "hangup-cancel"],
+].map(([name, id]) => [name, $(id)]));
 
 const state = {
-  phase: "lobby",  // lobby | joining | call | ended | refused
-  previewing: true,
+  phase: "checking",
+  session: null,  // GET .../session, the last answer
+  clockOffset: 0,  // server clock − this device's clock, in ms
+  roomOpen: false,
+  refusal: null,  // {closeCode, code, message} or {key}: why the page cannot go on
+  previewing: false,
+  micBlocked: false,
+  speaker: null,  // null | "playing" | "done" | "failed"
+  verdict: null,  // null while checking, else precall.js's verdict
+  lateSent: null,  // {minutes, at}
+  lateError: null,
+  leftAt: null,
+  nextSession: null,  // {starts_at, ends_at}: booked in this call, or the session's next
+  endWarning: null,  // the booked end, once within WARNING_BEFORE_END_MS of it
   role: null,
   polite: false,
   iceServers: [],
@@ -83,8 +133,10 @@ const state = {
 
 let signalling = null;
 let bookingPanel = null;
+let polling = null;
 let mediaReady = Promise.resolve();
 let work = Promise.resolve();
+const meter = new MicMeter(els.micLevel);
 
 /** Run `task` after everything queued before it. */
 function serial(task) {
@@ -94,99 +146,336 @@ function serial(task) {
   return work;
 }
 
+/** The server's clock, in ms (Date.now() corrected by the last session answer). */
+function now() {
+  return Date.now() + state.clockOffset;
+}
+
+function setPhase(next) {
+  if (next === state.phase) {
+    return;
+  }
+  if (!PHASES[state.phase].includes(next)) {
+    throw new Error(`no way from phase ${state.phase} to ${next}`);
+  }
+  state.phase = next;
+  render();
+  const focus = PHASE_FOCUS[next];
+  if (focus && !els.dialog.open) {
+    $(focus).focus({ preventScroll: false });
+  }
+}
+
 // -- rendering ------------------------------------------------------------------------
 
 function statusText() {
   switch (state.phase) {
+    case "checking":
+      return t("status.checking");
     case "lobby":
-      return state.previewing ? "Checking your camera and microphone…"
-        : "Not in the call yet. Check your camera and microphone, then join.";
+      if (state.previewing) {
+        return t("status.previewing");
+      }
+      return state.roomOpen ? t("status.lobby") : t("status.tooEarly");
     case "refused":
-      return "Not in the call: see the reason below.";
+      return t("status.refused");
     case "ended":
-      return "You left the call.";
+      return t("status.ended");
     case "joining":
-      return "Joining the session…";
+      return t("status.joining");
     default:
       break;
   }
   const pc = state.call?.state;
   if (pc === "connected") {
     if (state.peerAway) {
-      return "Call connected. The other person's connection dropped; waiting for them…";
+      return t("status.connectedPeerAway");
     }
-    return state.serverOpen ? "Call connected." : "Call connected. Reconnecting to the server…";
+    return state.serverOpen ? t("status.connected") : t("status.connectedReconnecting");
   }
   if (!state.serverOpen) {
-    return "Connection to the server lost; reconnecting…";
+    return t("status.serverLost");
   }
   if (!state.peerPresent) {
     if (state.peerLeft === "bye") {
-      return "The other person left the call. You can wait here for them to come back.";
+      return t("status.peerLeftBye");
     }
-    return state.peerLeft ? "The other person's connection was lost. Waiting for them…"
-      : "Waiting for the other person to join…";
+    return state.peerLeft ? t("status.peerLost") : t("status.waiting");
   }
   if (state.peerAway) {
-    return "The other person's connection dropped; waiting for them…";
+    return t("status.peerAway");
   }
   if (pc === "failed" || pc === "disconnected") {
-    return "The connection was interrupted; trying to recover…";
+    return t("status.interrupted");
   }
-  return "Connecting the call…";
+  return t("status.connecting");
+}
+
+/** The other party's name as this viewer knows it. */
+function otherName() {
+  const session = state.session;
+  if (session === null) {
+    return "";
+  }
+  return session.role === "professional"
+    ? session.client?.first_name || t("party.client")
+    : session.professional?.name || t("party.professional");
 }
 
 function render() {
-  const inCall = state.phase === "joining" || state.phase === "call";
-  document.body.dataset.phase = state.phase;
+  const phase = state.phase;
+  const inCall = phase === "joining" || phase === "call";
+  document.body.dataset.phase = phase;
   els.status.textContent = statusText();
-  show(els.lobby, state.phase === "lobby");
+  show(els.lobby, phase === "lobby");
   show(els.inCall, inCall);
-  show(els.callArea, state.phase === "lobby" || inCall);
-  show(els.refused, state.phase === "refused");
-  show(els.ended, state.phase === "ended");
+  show(els.callArea, phase === "lobby" || inCall);
+  show(els.refused, phase === "refused");
+  show(els.ended, phase === "ended");
   show(els.remoteVideo, inCall);
   show(els.placeholder, inCall && state.call?.state !== "connected");
-  els.placeholder.textContent = state.peerPresent ? "Connecting…"
-    : "Waiting for the other person…";
-  els.code.textContent = state.code ?? (state.verifyFailed ? "not verified" : "······");
+  els.placeholder.textContent = state.peerPresent ? t("call.connecting") : t("call.waiting");
+  renderSession();
+  renderLobby();
+  renderNotice();
+  renderControls();
+  renderWarning();
+  if (phase === "refused") {
+    renderRefusal();
+  }
+  if (phase === "ended") {
+    renderEnded();
+  }
+}
+
+function renderSession() {
+  const session = state.session;
+  if (session === null) {
+    return;
+  }
+  els.sessionWith.textContent = t("session.with", { name: otherName() });
+  els.sessionWhen.textContent = t("session.when", {
+    range: formatRange(session.starts_at, session.ends_at), zone: viewerTimeZone() });
+  els.callTitle.textContent = els.sessionWith.textContent;
+}
+
+function renderLobby() {
+  const waitMs = state.session ? Date.parse(state.session.opens_at) - now() : 0;
+  show(els.countdown, !state.roomOpen && state.session !== null);
+  if (!state.roomOpen && state.session !== null) {
+    els.countdown.textContent = t("session.countdown", { time: formatDuration(waitMs) });
+  }
+  els.join.disabled = !state.roomOpen || state.previewing || state.phase !== "lobby";
+  els.join.textContent = media.stream || state.previewing ? t("join.button")
+    : t("join.withoutMedia");
+  show(els.joinHint, !state.roomOpen && state.session !== null);
+  if (state.session !== null) {
+    els.joinHint.textContent = t("session.opensAt",
+      { time: formatTime(state.session.opens_at) });
+  }
+  const problem = media.problem;
+  els.notice.textContent = problem ? t(`media.${problem}`) : "";
+  show(els.notice, problem !== null && !state.previewing);
+  if (media.audioTrack === null && !state.previewing) {
+    els.micHint.textContent = t("precall.micNone");
+  } else {
+    els.micHint.textContent = state.micBlocked ? t("precall.micBlocked") : t("precall.micHint");
+  }
+  els.speaker.disabled = state.speaker === "playing";
+  els.speakerResult.textContent = state.speaker ? t({ playing: "precall.speakerPlaying",
+    done: "precall.speakerDone", failed: "precall.speakerFailed" }[state.speaker]) : "";
+  els.verdict.textContent = state.verdict ? t(`verdict.${state.verdict}`)
+    : t("precall.networkChecking");
+  els.verdict.dataset.verdict = state.verdict ?? "checking";
+  show(els.recheck, state.verdict !== null);
+  for (const option of els.lateMinutes.options) {
+    option.textContent = t("late.option", { n: Number(option.value) });
+  }
+  if (state.lateError) {
+    els.lateResult.textContent = t("late.failed", { reason: state.lateError });
+  } else {
+    els.lateResult.textContent = state.lateSent ? t("late.sent", {
+      time: formatClock(state.lateSent.at), n: state.lateSent.minutes }) : "";
+  }
+}
+
+/** The other party's latest "running late", in the lobby and in the call. */
+function renderNotice() {
+  const role = state.session?.role;
+  const theirs = (state.session?.notices ?? []).filter((n) => n.by !== role);
+  const latest = theirs.at(-1);
+  const visible = latest !== undefined && (state.phase === "lobby" || state.phase === "call"
+    || state.phase === "joining");
+  show(els.peerNotice, visible);
+  if (visible) {
+    els.peerNotice.textContent = t("late.peer", { name: otherName(), n: latest.minutes,
+      time: formatClock(latest.at) });
+  }
+}
+
+function renderControls() {
+  els.code.textContent = state.code ?? (state.verifyFailed ? t("verify.notVerified")
+    : "······");
   els.code.classList.toggle("failed", state.code === null && state.verifyFailed);
-  els.code.title = state.code === null && state.verifyFailed ? (state.verifyProblem ?? "") : "";
-  els.mute.textContent = media.microphoneOn ? "Mute" : "Unmute";
-  els.mute.setAttribute("aria-pressed", String(!media.microphoneOn));
-  els.mute.setAttribute("aria-label", media.microphoneOn ? "Mute your microphone"
-    : "Unmute your microphone");
+  els.code.title = state.code === null && state.verifyFailed ? t("verify.problem") : "";
+  const micOn = media.microphoneOn;
+  els.mute.textContent = micOn ? t("call.mute") : t("call.unmute");
+  els.mute.setAttribute("aria-pressed", String(!micOn));
+  els.mute.setAttribute("aria-label", micOn ? t("call.muteLabel") : t("call.unmuteLabel"));
   els.mute.disabled = media.audioTrack === null;
-  els.camera.textContent = media.cameraOn ? "Camera off" : "Camera on";
-  els.camera.setAttribute("aria-pressed", String(!media.cameraOn));
-  els.camera.setAttribute("aria-label", media.cameraOn ? "Turn your camera off"
-    : "Turn your camera on");
+  const cameraOn = media.cameraOn;
+  els.camera.textContent = cameraOn ? t("call.cameraOff") : t("call.cameraOn");
+  els.camera.setAttribute("aria-pressed", String(!cameraOn));
+  els.camera.setAttribute("aria-label", cameraOn ? t("call.cameraOffLabel")
+    : t("call.cameraOnLabel"));
   els.camera.disabled = media.videoTrack === null;
 }
 
-function showNotice() {
-  const problem = media.problem;
-  els.notice.textContent = problem ? PROBLEMS[problem] : "";
-  show(els.notice, problem !== null);
-  els.join.textContent = media.stream ? "Join the session" : "Join without camera and microphone";
-  els.join.setAttribute("aria-label", els.join.textContent);
+function renderWarning() {
+  const endsAt = state.endWarning;
+  const inCall = state.phase === "joining" || state.phase === "call";
+  show(els.warning, endsAt !== null && inCall);
+  if (endsAt === null || !inCall) {
+    return;
+  }
+  const left = Math.ceil((Date.parse(endsAt) - now()) / 60000);
+  els.warning.textContent = left > 0 ? t("call.endsIn", { n: left, time: formatTime(endsAt) })
+    : t("call.endedAt", { time: formatTime(endsAt) });
 }
 
-// -- the lobby: preview and device choice ----------------------------------------------
+function renderRefusal() {
+  const refusal = state.refusal ?? MISSING_TOKEN;
+  const { reason, next } = refusal.key ? { reason: t(refusal.key), next: null }
+    : refusalText(refusal);
+  els.error.textContent = reason;
+  els.refusedNext.textContent = next ?? "";
+  show(els.refusedNext, next !== null);
+  show(els.retry, refusal.code === "unreachable");
+}
+
+function renderEnded() {
+  const session = state.session;
+  els.endedAt.textContent = state.leftAt ? t("ended.at", { time: formatClock(state.leftAt) })
+    : "";
+  els.endedBooked.textContent = session ? t("ended.booked",
+    { range: formatRange(session.starts_at, session.ends_at) }) : "";
+  const next = state.nextSession ?? session?.next_session ?? null;
+  show(els.endedNext, next !== null);
+  if (next !== null) {
+    els.endedNext.textContent = t("ended.next", { when: formatRange(next.starts_at,
+      next.ends_at) });
+  }
+  const open = session !== null && now() < Date.parse(session.closes_at);
+  show(els.endedRejoin, open);
+  show(els.endedClosed, session !== null && !open);
+  if (open) {
+    els.rejoinUntil.textContent = t("ended.rejoinUntil",
+      { time: formatClock(session.closes_at) });
+  }
+  const support = session?.support ?? null;
+  show(els.support, Boolean(support));
+  els.supportText.textContent = support ?? "";
+}
+
+// -- the link check ---------------------------------------------------------------------
+
+const STATUS_CODES = { 401: "invalid_token", 403: "forbidden", 404: "not_found" };
+const REFUSED_STATES = { cancelled: "booking_cancelled", rescheduled: "booking_rescheduled",
+  over: "session_over" };
+
+/** GET .../session: the session, or `{refusal}` naming why the link cannot be used. */
+async function fetchSession() {
+  let response;
+  try {
+    response = await fetch(`${link.roomUrl}/session`, { cache: "no-store",
+      headers: { Authorization: `Bearer ${link.token}` } });
+  } catch {
+    return { refusal: { code: "unreachable" } };
+  }
+  if (!response.ok) {
+    let code = STATUS_CODES[response.status];
+    try {
+      code = (await response.json())?.error?.code ?? code;
+    } catch {
+      // a proxy's page: the status says enough
+    }
+    return { refusal: { closeCode: response.status, code: code ?? "", message: "" } };
+  }
+  return { session: await response.json() };
+}
+
+/** Take in a session answer; returns false when the link can no longer be used. */
+function adoptSession(session) {
+  state.session = session;
+  const serverNow = Date.parse(session.now);
+  if (!Number.isNaN(serverNow)) {
+    state.clockOffset = serverNow - Date.now();
+  }
+  const refused = REFUSED_STATES[session.state];
+  if (refused && state.phase !== "call" && state.phase !== "joining") {
+    // In the call the server closes the socket itself (4403 / 4410) with its reason.
+    refuse({ code: refused });
+    return false;
+  }
+  if (session.role === "professional") {
+    ensureBookingPanel();
+  }
+  if (!state.roomOpen && session.state === "open") {
+    openRoom();
+  }
+  return true;
+}
+
+async function pollSession() {
+  if (state.phase === "refused") {
+    return;
+  }
+  const { session } = await fetchSession();
+  if (session && state.phase !== "refused") {
+    adoptSession(session);
+    render();
+  }
+}
+
+function openRoom() {
+  const announce = state.session !== null && state.phase === "lobby" && !state.roomOpen;
+  state.roomOpen = true;
+  render();
+  if (announce) {
+    els.status.textContent = t("status.roomOpen");
+  }
+}
+
+/** Too early: count down each second on the server's clock; open the room at zero. */
+function countDown() {
+  if (state.roomOpen || state.phase === "refused") {
+    return;
+  }
+  const opensAt = Date.parse(state.session.opens_at);
+  if (now() >= opensAt) {
+    openRoom();
+    return;
+  }
+  els.countdown.textContent = t("session.countdown",
+    { time: formatDuration(opensAt - now()) });
+  setTimeout(countDown, Math.min(1000, opensAt - now() + 20));
+}
+
+// -- the lobby: preview, device choice, the pre-call check and "running late" --------------
 
 function fillSelect(select, devices, current, noun) {
   select.replaceChildren();
   devices.forEach((device, index) => {
     const option = document.createElement("option");
     option.value = device.deviceId;
-    option.textContent = device.label || `${noun} ${index + 1}`;
+    option.textContent = device.label || t("devices.numbered", { noun: t(noun), n: index + 1 });
     option.selected = device.deviceId === current;
     select.append(option);
   });
   if (devices.length === 0) {
     const option = document.createElement("option");
     option.value = "";
-    option.textContent = `No ${noun.toLowerCase()} found`;
+    option.textContent = t("devices.none");
     select.append(option);
   }
   select.disabled = devices.length < 2;
@@ -199,10 +488,14 @@ async function startPreview(choice = {}) {
   els.localVideo.srcObject = media.stream;
   els.localVideo.classList.toggle("off", media.videoTrack === null || !media.cameraOn);
   const { cameras, microphones } = await media.devices();
-  fillSelect(els.cameraSelect, cameras, media.videoTrack?.getSettings().deviceId, "Camera");
+  fillSelect(els.cameraSelect, cameras, media.videoTrack?.getSettings().deviceId,
+    "devices.camera");
   fillSelect(els.microphoneSelect, microphones, media.audioTrack?.getSettings().deviceId,
-    "Microphone");
-  showNotice();
+    "devices.microphone");
+  if (state.phase === "lobby") {
+    meter.start(media.stream);
+    state.micBlocked = meter.blocked;
+  }
   state.previewing = false;
   render();
 }
@@ -217,6 +510,51 @@ async function switchDevices() {
   }
 }
 
+async function testSpeaker() {
+  state.speaker = "playing";
+  render();
+  try {
+    await playTestSound();
+    state.speaker = "done";
+  } catch (error) {
+    console.warn("carecall: no test sound:", error.name);
+    state.speaker = "failed";
+  }
+  render();
+}
+
+async function testNetwork() {
+  state.verdict = null;
+  render();
+  const result = await checkNetwork({ iceServers: state.session?.ice_servers ?? [],
+    wsUrl: link.wsUrl });
+  state.verdict = result.verdict;
+  render();
+}
+
+async function sendLate() {
+  const minutes = Number(els.lateMinutes.value);
+  els.lateButton.disabled = true;
+  state.lateError = null;
+  try {
+    const response = await fetch(`${link.roomUrl}/running-late`, {
+      method: "POST", body: JSON.stringify({ minutes }),
+      headers: { Authorization: `Bearer ${link.token}`, "Content-Type": "application/json" },
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok) {
+      state.lateSent = { minutes: body.minutes ?? minutes, at: body.at ?? new Date(now()) };
+    } else {
+      state.lateError = body?.error?.message ?? String(response.status);
+    }
+  } catch {
+    state.lateError = t("refusal.unreachable");
+  } finally {
+    els.lateButton.disabled = false;
+  }
+  render();
+}
+
 // -- joining and leaving ------------------------------------------------------------------
 
 function hello() {
@@ -229,12 +567,12 @@ function hello() {
 }
 
 function join() {
-  if (state.phase !== "lobby") {
+  if (state.phase !== "lobby" || !state.roomOpen) {
     return;
   }
   sessionStorage.setItem(joinedKey, "1");  // a reload comes straight back into the call
-  state.phase = "joining";
-  render();
+  meter.stop();
+  setPhase("joining");
   signalling = new Signalling({
     url: link.wsUrl,
     hello,
@@ -248,7 +586,12 @@ function join() {
   signalling.connect();  // handlers are set now; messages wait for the media in `handle`
 }
 
+function askHangUp() {
+  els.dialog.showModal();
+}
+
 function hangUp() {
+  els.dialog.close();
   signalling?.leave();
   signalling = null;
   closeCall();
@@ -256,33 +599,49 @@ function hangUp() {
   clearTimeout(state.endTimer);
   media.stop();
   els.localVideo.srcObject = null;
-  Object.assign(state, { phase: "ended", serverOpen: false, peerPresent: false,
-    peerAway: false, peerLeft: null, resume: null });
-  render();
-  els.rejoin.focus();
+  Object.assign(state, { serverOpen: false, peerPresent: false, peerAway: false,
+    peerLeft: null, resume: null, leftAt: new Date(now()) });
+  if (bookingPanel !== null) {
+    els.endedBooking.append(els.bookingSlot);  // the professional can still book
+  }
+  setPhase("ended");
+  pollSession();  // the next session and whether the room is still open
 }
 
 async function rejoin() {
-  state.phase = "lobby";
+  if (bookingPanel !== null) {
+    els.inCall.append(els.bookingSlot);
+  }
+  setPhase("lobby");
   mediaReady = startPreview({ cameraId: els.cameraSelect.value,
     microphoneId: els.microphoneSelect.value });
   await mediaReady;
   join();
 }
 
-/** Show the refused panel: the server's `refusal`, or `text` when the page itself gave up. */
-function refuse(refusal, text = null) {
+/** Show the refused panel with `refusal` ({closeCode, code, message}, or {key}). */
+function refuse(refusal) {
   signalling = null;
   closeCall();
   sessionStorage.removeItem(joinedKey);
   clearTimeout(state.endTimer);
+  meter.stop();
   media.stop();  // the camera light goes off when the page can do nothing more
   els.localVideo.srcObject = null;
-  state.phase = "refused";
+  els.dialog.close();
   state.serverOpen = false;
-  els.error.textContent = text ?? refusalText(refusal);
-  show(els.warning, false);
-  render();
+  state.refusal = refusal;
+  setPhase("refused");
+}
+
+function ensureBookingPanel() {
+  if (bookingPanel === null) {
+    bookingPanel = new BookingPanel({ container: els.bookingSlot, apiBase: link.apiBase,
+      room: link.room, token: link.token, onBooked: (booking) => {
+        state.nextSession = { starts_at: booking.starts_at, ends_at: booking.ends_at };
+      } });
+    els.bookingSlot.prepend(bookingPanel.button);
+  }
 }
 
 // -- signalling messages ------------------------------------------------------------------
@@ -324,7 +683,7 @@ async function handle(message) {
 }
 
 function onWelcome(message) {
-  state.phase = "call";
+  setPhase("call");
   state.role = message.role;
   state.polite = Boolean(message.polite);
   state.iceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
@@ -335,7 +694,7 @@ function onWelcome(message) {
     els.hideIp.disabled = true;
   }
   if (state.relayOnly && !hasTurn(state.iceServers)) {
-    noRelay(asked ? `${NO_RELAY}.` : NO_RELAY_LOCAL);
+    noRelay(asked ? "noRelay" : "noRelayLocal");
     return;
   }
   state.resume = message.resume ?? null;
@@ -347,10 +706,8 @@ function onWelcome(message) {
   if (state.call) {
     state.call.polite = state.polite;
   }
-  if (message.role === "professional" && bookingPanel === null) {
-    bookingPanel = new BookingPanel({ container: els.bookingSlot, apiBase: link.apiBase,
-      room: link.room, token: link.token });
-    els.bookingSlot.prepend(bookingPanel.button);
+  if (message.role === "professional") {
+    ensureBookingPanel();
   }
   scheduleEndWarning(message.booking?.ends_at);
   state.mediaReported = null;  // tell this session where the media path stands
@@ -373,9 +730,9 @@ function hasTurn(servers) {
 }
 
 /** Relay only and no relay: leave (bye) and say why, rather than connect directly. */
-function noRelay(text) {
+function noRelay(key) {
   signalling?.leave();
-  refuse(null, text);
+  refuse({ key });
 }
 
 function onPeerJoined(message) {
@@ -653,13 +1010,14 @@ function scheduleEndWarning(endsAt) {
     return;
   }
   const warn = () => {
-    const left = Math.ceil((end - Date.now()) / 60000);
-    els.warning.textContent = left > 0
-      ? `The booked time ends in ${left} minute${left === 1 ? "" : "s"}, at ${formatTime(endsAt)}.`
-      : `The booked time ended at ${formatTime(endsAt)}.`;
-    show(els.warning, true);
+    state.endWarning = endsAt;
+    render();
+    // Keep the minutes left up to date until the end.
+    if (end > now()) {
+      state.endTimer = setTimeout(warn, Math.min(60_000, end - now() + 50));
+    }
   };
-  const delay = end - WARNING_BEFORE_END_MS - Date.now();
+  const delay = end - WARNING_BEFORE_END_MS - now();
   if (delay <= 0) {
     warn();
   } else {
@@ -672,7 +1030,13 @@ function scheduleEndWarning(endsAt) {
 function wireControls() {
   els.join.addEventListener("click", join);
   els.rejoin.addEventListener("click", rejoin);
-  els.hangup.addEventListener("click", hangUp);
+  els.hangup.addEventListener("click", askHangUp);
+  els.hangupConfirm.addEventListener("click", hangUp);
+  els.hangupCancel.addEventListener("click", () => els.dialog.close());
+  els.retry.addEventListener("click", () => {
+    setPhase("checking");
+    start();
+  });
   els.mute.addEventListener("click", () => {
     media.setMicrophone(!media.microphoneOn);
     render();
@@ -694,25 +1058,70 @@ function wireControls() {
       sessionStorage.removeItem(hideIpKey);
     }
   });
+  els.speaker.addEventListener("click", testSpeaker);
+  els.recheck.addEventListener("click", testNetwork);
+  els.lateButton.addEventListener("click", sendLate);
   els.cameraSelect.addEventListener("change", switchDevices);
   els.microphoneSelect.addEventListener("change", switchDevices);
+  els.language.addEventListener("change", () => {
+    setLanguage(els.language.value, { remember: true });
+    render();
+  });
+  // The microphone meter may wait for a first gesture (autoplay policy).
+  const resumeMeter = () => {
+    if (state.micBlocked && !meter.blocked) {
+      state.micBlocked = false;
+      render();
+    }
+  };
+  document.addEventListener("pointerdown", resumeMeter);
+  document.addEventListener("keydown", resumeMeter);
   window.addEventListener("online", () => signalling?.reconnectNow());
 }
 
-async function main() {
-  wireControls();
-  els.hideIp.checked = sessionStorage.getItem(hideIpKey) === "1";
+function fillChoices() {
+  for (const [code, name] of Object.entries(LANGUAGES)) {
+    const option = new Option(name, code, false, code === language());
+    option.lang = code;
+    els.language.append(option);
+  }
+  for (const minutes of LATE_CHOICES) {
+    els.lateMinutes.append(new Option("", String(minutes)));
+  }
+}
+
+/** Check the link; then the lobby (and the camera), or the refusal without asking for it. */
+async function start() {
   if (!link.room || !link.token) {
     refuse(MISSING_TOKEN);
     return;
   }
+  const { session, refusal } = await fetchSession();
+  if (refusal) {
+    refuse(refusal);
+    return;
+  }
+  if (!adoptSession(session)) {
+    return;
+  }
+  const rejoining = sessionStorage.getItem(joinedKey) && state.roomOpen;
+  setPhase("lobby");
   mediaReady = startPreview();
-  if (sessionStorage.getItem(joinedKey)) {
+  testNetwork();  // runs beside everything else: joining never waits for it
+  if (!state.roomOpen) {
+    countDown();
+  }
+  polling ??= setInterval(pollSession, SESSION_POLL_MS);
+  if (rejoining) {
     join();  // a reload during the call: straight back in, as a fresh connection
   }
   await mediaReady;
-  els.join.disabled = false;
   render();
 }
 
-main();
+setLanguage(chooseLanguage());
+fillChoices();
+wireControls();
+els.hideIp.checked = sessionStorage.getItem(hideIpKey) === "1";
+render();
+start();

@@ -3,16 +3,20 @@
 // one with an idempotency key that is kept for retries of the same slot, so a retried
 // request after a lost response never books twice.
 
-import { formatTime, viewerTimeZone } from "./ui.js";
+import { formatTime, t, viewerTimeZone } from "./i18n.js";
 
 const DAYS = 14;
 
-function element(tag, attributes = {}, text = "") {
+/** An element; `i18n` names its text's catalogue key (kept up to date on a language switch). */
+function element(tag, attributes = {}, text = "", i18n = null) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
     node.setAttribute(name, value);
   }
-  if (text) {
+  if (i18n) {
+    node.dataset.i18n = i18n;
+    node.textContent = t(i18n);
+  } else if (text) {
     node.textContent = text;
   }
   return node;
@@ -28,8 +32,12 @@ async function errorOf(response) {
 }
 
 export class BookingPanel {
-  /** @param {{container: HTMLElement, apiBase: string, room: string, token: string}} options */
-  constructor({ container, apiBase, room, token }) {
+  /**
+   * @param {{container: HTMLElement, apiBase: string, room: string, token: string,
+   *   onBooked?: (booking: object) => void}} options
+   */
+  constructor({ container, apiBase, room, token, onBooked = null }) {
+    this.onBooked = onBooked;
     this.url = `${apiBase}/api/v1/rooms/${encodeURIComponent(room)}`;
     this.token = token;
     this.timeZone = null;
@@ -39,17 +47,19 @@ export class BookingPanel {
 
     this.button = element("button", {
       type: "button", "data-testid": "next-session-button", "aria-expanded": "false",
-      "aria-controls": "booking-panel", "aria-label": "Book the next session",
-    }, "Book next session");
+      "aria-controls": "booking-panel", "data-i18n-attr": "aria-label=booking.openLabel",
+      "aria-label": t("booking.openLabel"),
+    }, "", "booking.open");
     this.panel = element("section", { id: "booking-panel", class: "panel booking",
       "aria-labelledby": "booking-title" });
     this.panel.hidden = true;
-    const title = element("h2", { id: "booking-title" }, "Book the next session");
+    const title = element("h2", { id: "booking-title" }, "", "booking.title");
     this.note = element("p", { class: "note", role: "status", "aria-live": "polite" });
     this.list = element("fieldset", { class: "slots" });
     this.list.hidden = true;
     this.bookButton = element("button", { type: "button", "data-testid": "book-slot-button",
-      class: "primary", "aria-label": "Book the selected time" }, "Book this time");
+      class: "primary", "aria-label": t("booking.bookLabel"),
+      "data-i18n-attr": "aria-label=booking.bookLabel" }, "", "booking.book");
     this.bookButton.disabled = true;
     this.bookButton.hidden = true;
     this.confirmation = element("p", { "data-testid": "booking-confirmation",
@@ -76,7 +86,7 @@ export class BookingPanel {
   }
 
   async load() {
-    this.note.textContent = "Looking for free times…";
+    this.note.textContent = t("booking.loading");
     this.list.hidden = true;
     this.bookButton.hidden = true;
     let response;
@@ -84,16 +94,16 @@ export class BookingPanel {
       response = await fetch(`${this.url}/next-slots?days=${DAYS}`,
         { headers: this.#headers(), cache: "no-store" });
     } catch {
-      this.note.textContent = "Could not reach the server to find free times. Try again.";
+      this.note.textContent = t("booking.unreachable");
       return;
     }
     if (response.status === 404 || response.status === 405) {
-      this.note.textContent = "Booking the next session from the call is not available here.";
+      this.note.textContent = t("booking.unavailable");
       return;
     }
     if (!response.ok) {
       const error = await errorOf(response);
-      this.note.textContent = `Could not load free times: ${error.message ?? response.status}`;
+      this.note.textContent = t("booking.loadFailed", { reason: error.message ?? response.status });
       return;
     }
     const body = await response.json();
@@ -106,13 +116,12 @@ export class BookingPanel {
     this.selected = null;
     this.bookButton.disabled = true;
     if (slots.length === 0) {
-      this.note.textContent = `No free times in the next ${DAYS} days.`;
+      this.note.textContent = t("booking.none", { n: DAYS });
       return;
     }
     const viewer = viewerTimeZone();
-    this.note.textContent = `Times in ${this.timeZone}, the professional's time zone, `
-      + `and in this device's local time (${viewer}).`;
-    this.list.append(element("legend", {}, `Free times, next ${DAYS} days`));
+    this.note.textContent = t("booking.zones", { zone: this.timeZone, local: viewer });
+    this.list.append(element("legend", {}, t("booking.legend", { n: DAYS })));
     for (const slot of slots) {
       const option = element("label", { "data-testid": "slot-option", class: "slot" });
       const radio = element("input", { type: "radio", name: "next-slot",
@@ -124,7 +133,7 @@ export class BookingPanel {
       const main = element("span", { class: "slot-time" },
         formatTime(slot.starts_at, this.timeZone));
       const local = element("span", { class: "slot-local" },
-        `local: ${formatTime(slot.starts_at, viewer)}`);
+        t("booking.local", { time: formatTime(slot.starts_at, viewer) }));
       option.append(radio, main, local);
       this.list.append(option);
     }
@@ -142,7 +151,7 @@ export class BookingPanel {
     }
     this.busy = true;
     this.bookButton.disabled = true;
-    this.note.textContent = "Booking…";
+    this.note.textContent = t("booking.booking");
     try {
       const response = await fetch(`${this.url}/next-booking`, {
         method: "POST", headers: this.#headers(), body: JSON.stringify(this.attempt),
@@ -151,8 +160,9 @@ export class BookingPanel {
         const booking = await response.json();
         this.attempt = null;
         const at = booking.starts_at ?? startsAt;
-        this.confirmation.textContent = `Booked: ${formatTime(at, this.timeZone)} `
-          + `(local: ${formatTime(at)}).`;
+        this.confirmation.textContent = t("booking.booked",
+          { time: formatTime(at, this.timeZone), local: formatTime(at) });
+        this.onBooked?.(booking);
         this.confirmation.hidden = false;
         this.note.textContent = "";
         this.list.hidden = true;
@@ -163,13 +173,13 @@ export class BookingPanel {
       if (response.status === 409 && error.code === "slot_taken") {
         this.attempt = null;
         await this.load();
-        this.note.textContent = "That time was just taken. Pick another time.";
+        this.note.textContent = t("booking.taken");
         return;
       }
-      this.note.textContent = `Could not book: ${error.message ?? response.status}`;
+      this.note.textContent = t("booking.failed", { reason: error.message ?? response.status });
     } catch {
       // The request may or may not have arrived: a retry sends the same key.
-      this.note.textContent = "Could not reach the server. Press the button again to retry.";
+      this.note.textContent = t("booking.retry");
     } finally {
       this.busy = false;
       this.bookButton.disabled = this.selected === null;

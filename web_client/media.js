@@ -2,18 +2,8 @@
 // lists for the pickers, and the mute / camera-off switches (track.enabled, so no
 // renegotiation is ever needed for them).
 
-export const PROBLEMS = {
-  insecure: "This page must be opened over https to use the camera and microphone.",
-  denied: "Camera and microphone access is blocked. Allow it in your browser's site "
-    + "settings (the icon beside the address), then reload this page. You can also join "
-    + "without them: the other person will not see or hear you.",
-  missing: "No camera or microphone was found. Connect one and reload this page, or join "
-    + "without them: the other person will not see or hear you.",
-  busy: "Your camera or microphone is in use by another app. Close that app and reload "
-    + "this page, or join without them.",
-  noCamera: "No camera is available: you will join with sound only.",
-  noMicrophone: "No microphone is available: the other person will see you but not hear you.",
-};
+// Why acquisition failed, as a code (`media.<code>` in i18n.js holds its words): insecure,
+// denied, missing, busy, noCamera (sound only), noMicrophone (picture only).
 
 function problemOf(error) {
   switch (error.name) {
