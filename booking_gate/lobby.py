@@ -97,10 +97,10 @@ def parse_minutes(data: object) -> int:
     """``{"minutes": 5|10|15}``, or 422 naming ``minutes``."""
     body = Body(data, {"minutes"})
     value = body.data.get("minutes")
-    if isinstance(value, bool) or value not in RUNNING_LATE_MINUTES:
+    # type() and not ==: JSON true and 5.0 are not minutes.
+    if type(value) is not int or value not in RUNNING_LATE_MINUTES:
         raise InvalidRequest(f"'minutes' must be one of "
                              f"{', '.join(map(str, RUNNING_LATE_MINUTES))}", field="minutes")
-    assert isinstance(value, int)
     return value
 
 
