@@ -19,6 +19,7 @@ from booking_gate.errors import InvalidRequest
 from booking_gate.model import AttendanceEvent, BookingId, EventId, EventKind, Role, RoomId
 from booking_gate.rules import format_time
 from tests.conftest import AUTH, FakeClock, GateClient, booking_body, seed_people
+from tests.test_openapi_doc import assert_valid
 
 PRO_NAME = "Ingrid Holmsen-Vale"
 CLIENT_NAME = "Zephyrine Quist-Morrow"
@@ -93,6 +94,7 @@ async def test_open_session_has_the_full_shape(gate: GateClient, clock: FakeCloc
         "client": {"first_name": "Zephyrine"},
         "notices": [], "next_session": None, "support": None, "ice_servers": [],
     }
+    assert_valid("RoomSession", await session(gate, room))
     assert (await session(gate, room, "professional"))["role"] == "professional"
 
 
@@ -195,8 +197,10 @@ async def test_next_session_is_the_one_booked_in_the_call(
                                headers=bearer(room["professional"]),
                                json={"starts_at": first["starts_at"], "idempotency_key": "k"})
     assert response.status == 201, await response.text()
-    assert (await session(gate, room))["next_session"] == {
+    data = await session(gate, room)
+    assert data["next_session"] == {
         "starts_at": first["starts_at"], "ends_at": first["ends_at"], "funding": "sponsored"}
+    assert_valid("RoomSession", data)
 
 
 async def test_support_text_when_configured(gate_config: GateConfig, clock: FakeClock,
@@ -255,6 +259,7 @@ async def test_serve_injects_signallings_turn_credentials(
     assert data["ice_servers"] == ice_servers(ice, room["room"], "client", expiry)
     assert data["ice_servers"][1]["username"] == f"{expiry}:{room['room']}:client"
     assert data["ice_servers"][1]["credential"] not in caplog.text
+    assert_valid("RoomSession", data)
 
 
 async def test_names_are_never_logged(gate: GateClient, clock: FakeClock,
@@ -289,8 +294,11 @@ async def test_running_late_is_stored_and_in_the_attendance_record(
     clock.advance(seconds=30)
     status, second = await running_late(gate, room, "professional", {"minutes": 5})
     assert status == 201
-    assert (await session(gate, room))["notices"] == [notice, second]
+    data = await session(gate, room)
+    assert data["notices"] == [notice, second]
     assert (await attendance(gate))["notices"] == [notice, second]
+    assert_valid("Notice", notice)
+    assert_valid("RoomSession", data)
 
 
 async def test_running_late_while_too_early_is_accepted(
