@@ -410,3 +410,37 @@ async def test_signalling_cannot_report_running_late(gate: GateClient,
                                               EventKind.RUNNING_LATE, clock.now, "5")])
     assert await service.store.count_events("b-1") == 0
     assert (await session(gate, room))["notices"] == []
+
+
+# -- CARECALL_SUPPORT_TEXT -----------------------------------------------------------------
+
+
+def test_support_text_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stripped; unset or blank is None."""
+    from carecall.cli import support_text_from_env
+
+    monkeypatch.delenv("CARECALL_SUPPORT_TEXT", raising=False)
+    assert support_text_from_env() is None
+    monkeypatch.setenv("CARECALL_SUPPORT_TEXT", "   ")
+    assert support_text_from_env() is None
+    monkeypatch.setenv("CARECALL_SUPPORT_TEXT", "  Call the clinic: 22 00 00 00 ")
+    assert support_text_from_env() == "Call the clinic: 22 00 00 00"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("x" * 501, "CARECALL_SUPPORT_TEXT must be at most 500 characters (got 501)"),
+    ("line one\nline two", "CARECALL_SUPPORT_TEXT must be one line without control "
+                           "characters"),
+    ("bidi \u202e trick", "CARECALL_SUPPORT_TEXT must be one line without control "
+                          "characters"),
+])
+def test_bad_support_text_stops_the_start_with_one_line(
+        value: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Too long or with control characters: exit 2, one line on stderr, nothing written."""
+    from carecall import cli
+
+    monkeypatch.setenv("CARECALL_SUPPORT_TEXT", value)
+    assert cli.main(["gate", "--var-dir", str(tmp_path / "var")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"carecall: {message}"]
+    assert not (tmp_path / "var").exists()
