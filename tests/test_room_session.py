@@ -279,6 +279,17 @@ async def test_names_are_never_logged(gate: GateClient, clock: FakeClock,
         assert all(name not in str(vars(record)) for record in caplog.records)
 
 
+async def test_after_the_clients_erasure(gate: GateClient, clock: FakeClock) -> None:
+    """The professional's lobby still answers, with the client's (erased) name empty; the
+    client's old token is no longer a party's: 403."""
+    room = await booked(gate, clock)
+    response = await gate.delete("/api/v1/clients/cli-1", headers=AUTH)
+    assert response.status == 204, await response.text()
+    data = await session(gate, room, "professional")
+    assert (data["state"], data["client"]) == ("open", {"first_name": ""})
+    assert (await session(gate, room, "client", status=403))["error"]["code"] == "forbidden"
+
+
 # -- POST /running-late ----------------------------------------------------------------------
 
 
