@@ -1,13 +1,28 @@
-"""REST routes for in-call booking and credit requests (thin, like ``api.py``)."""
+"""REST routes for the lobby, in-call booking and credit requests (thin, like ``api.py``)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from booking_gate.api import endpoint, json_response, read_json, read_query
-from booking_gate.appkeys import CREDIT_REQUESTS, INCALL
+from booking_gate.appkeys import CREDIT_REQUESTS, INCALL, LOBBY
 
 routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/rooms/{room_id}/session")
+@endpoint("room_session", authenticated=False)  # a join token, checked by Lobby
+async def room_session(request: web.Request) -> web.Response:
+    return json_response(await request.app[LOBBY].session(
+        request.match_info["room_id"], request.headers.get("Authorization")))
+
+
+@routes.post("/api/v1/rooms/{room_id}/running-late")
+@endpoint("running_late", authenticated=False)  # a join token, checked by Lobby
+async def running_late(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return json_response(await request.app[LOBBY].running_late(
+        request.match_info["room_id"], request.headers.get("Authorization"), body), status=201)
 
 
 @routes.get("/api/v1/rooms/{room_id}/next-slots")

@@ -24,6 +24,7 @@ from booking_gate.appkeys import (
     CONFIG,
     CREDIT_REQUESTS,
     INCALL,
+    LOBBY,
     MAILER,
     METRICS,
     RETENTION,
@@ -34,6 +35,7 @@ from booking_gate.config import GateConfig, load_or_create_secret
 from booking_gate.credit_requests import CreditRequests
 from booking_gate.db.engine import create_engine, migrate
 from booking_gate.incall import InCall
+from booking_gate.lobby import IceServers, Lobby, no_ice_servers
 from booking_gate.mailer import Mailer
 from booking_gate.metrics import GateMetrics
 from booking_gate.retention import RetentionPurge
@@ -47,7 +49,11 @@ logger = logging.getLogger(__name__)
 
 
 def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_now,
-               registry: CollectorRegistry | None = None) -> None:
+               registry: CollectorRegistry | None = None,
+               ice_servers: IceServers = no_ice_servers) -> None:
+    """Mount the gate on ``app``. ``ice_servers`` gives the lobby's network check the
+    STUN/TURN list of signalling's ``welcome`` (``carecall serve`` injects signalling's;
+    the gate alone has none to give)."""
     app[CONFIG] = config
     app[METRICS] = GateMetrics(registry or CollectorRegistry())
     # Before ``routes``: its last route catches every other /api/ path.
@@ -66,6 +72,7 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
                                        Windows(config.join_early, config.overrun), clock)
             app[SERVICE].webhook_url = config.webhook_url
             app[INCALL] = InCall(app[SERVICE])
+            app[LOBBY] = Lobby(app[SERVICE], config.support_text, ice_servers)
             app[CALENDAR_SECRET] = load_or_create_secret(config.calendar_secret_path)
             app[CREDIT_REQUESTS] = CreditRequests(app[SERVICE])
             yield
@@ -127,7 +134,8 @@ async def _finalise_forever(app: web.Application, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def make_app(config: GateConfig, *, clock: Clock = utc_now) -> web.Application:
+def make_app(config: GateConfig, *, clock: Clock = utc_now,
+             ice_servers: IceServers = no_ice_servers) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
-    setup_gate(app, config, clock=clock)
+    setup_gate(app, config, clock=clock, ice_servers=ice_servers)
     return app

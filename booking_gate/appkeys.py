@@ -7,6 +7,7 @@ from aiohttp import web
 from booking_gate.config import GateConfig
 from booking_gate.credit_requests import CreditRequests
 from booking_gate.incall import InCall
+from booking_gate.lobby import Lobby
 from booking_gate.mailer import Mailer
 from booking_gate.metrics import GateMetrics
 from booking_gate.retention import RetentionPurge
@@ -17,6 +18,7 @@ CONFIG = web.AppKey("gate_config", GateConfig)
 SERVICE = web.AppKey("gate_service", GateService)
 METRICS = web.AppKey("gate_metrics", GateMetrics)
 INCALL = web.AppKey("gate_incall", InCall)
+LOBBY = web.AppKey("gate_lobby", Lobby)
 CREDIT_REQUESTS = web.AppKey("gate_credit_requests", CreditRequests)
 MAILER = web.AppKey("gate_mailer", Mailer)
 RETENTION = web.AppKey("gate_retention", RetentionPurge)

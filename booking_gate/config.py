@@ -60,6 +60,8 @@ class GateConfig:
     # are deleted, checked every ``retention_interval`` seconds.
     retention: timedelta = timedelta(days=90)
     retention_interval: float = 3600.0
+    # CARECALL_SUPPORT_TEXT: one line the lobby shows (who to call when stuck), or None.
+    support_text: str | None = None
 
     @property
     def key_path(self) -> Path:

@@ -5,8 +5,10 @@
     ├── Unauthorized             401 unauthorized
     ├── Forbidden                403 forbidden
     ├── NotFound                 404 not_found
-    └── Conflict                 409 booking_exists / no_credits / slot_taken /
-                                     not_modifiable / booking_cancelled / party_erased
+    ├── Conflict                 409 booking_exists / no_credits / slot_taken /
+    │                                not_modifiable / booking_cancelled / party_erased /
+    │                                session_over
+    └── RateLimited              429 rate_limited
 
 Each error carries the contract's machine ``code``, its HTTP ``status`` and the
 offending ``field`` (or None); the aiohttp adapter turns it into
@@ -55,3 +57,8 @@ class NotFound(GateError):
 class Conflict(GateError):
     status = 409
     default_code = "conflict"
+
+
+class RateLimited(GateError):
+    status = 429
+    default_code = "rate_limited"

@@ -57,12 +57,23 @@ class Payer(enum.StrEnum):
 
 
 class EventKind(enum.StrEnum):
-    """What signalling reports about one party of a room."""
+    """What signalling reports about one party of a room, and the notices parties send.
+
+    ``RUNNING_LATE`` is written by the gate itself (``POST /api/v1/rooms/{room_id}/running-late``,
+    ``lobby.py``), never by signalling; its event's ``reason`` holds the minutes as a
+    decimal string ("5", "10" or "15"). It is a notice, not presence: the rules count
+    only ``JOINED``/``LEFT`` as being in the room.
+    """
 
     JOINED = "joined"
     LEFT = "left"
     MEDIA_CONNECTED = "media_connected"
     MEDIA_DISCONNECTED = "media_disconnected"
+    RUNNING_LATE = "running_late"
+
+
+# The kinds a signalling node may report (``GateService.ingest``): not the notices.
+REPORTED_KINDS = frozenset(EventKind) - {EventKind.RUNNING_LATE}
 
 
 class RecordStatus(enum.StrEnum):

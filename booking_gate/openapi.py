@@ -12,7 +12,9 @@ from enum import StrEnum
 from typing import Any
 
 from booking_gate.billing_csv import HEADER as CSV_HEADER
+from booking_gate.lobby import MAX_NOTICES, RUNNING_LATE_MINUTES, SessionState
 from booking_gate.model import (
+    REPORTED_KINDS,
     BookingStatus,
     EventKind,
     Funding,
@@ -206,7 +208,9 @@ def _schemas() -> Schema:
              "present_seconds": _integer(0),
              "intervals": {"type": "array", "items": _ref("Interval")}}
     link = {"url": {"type": "string", "format": "uri"}, "expires_at": _time()}
-    event = {"event_id": id_, "booking_id": id_, "role": role, "kind": _enum(EventKind),
+    # Signalling reports these; running_late is the gate's own (POST .../running-late).
+    reported = {"type": "string", "enum": [k.value for k in EventKind if k in REPORTED_KINDS]}
+    event = {"event_id": id_, "booking_id": id_, "role": role, "kind": reported,
              "at": _time("server clock"), "reason": _nullable(_text(64))}
     return {
         "Id": {"type": "string", "pattern": ID_PATTERN,
@@ -255,9 +259,18 @@ def _schemas() -> Schema:
             "parties": _object({"professional": _ref("PartyAttendance"),
                                 "client": _ref("PartyAttendance")}),
             "together_seconds": _integer(0), "media_connected": {"type": "boolean"},
+            "notices": {"type": "array", "items": _ref("Notice"),
+                        "description": "The parties' running-late notices inside the "
+                        "booking's window, oldest first. Never presence."},
             "overrides": {"type": "array", "items": _ref("OverrideEntry"),
                           "description": "Audit trail, oldest first."},
-        }),
+        }, tuple(name for name in (
+            "booking_id", "status", "outcome", "billable", "payer", "rule_version",
+            "explanation", "parties", "together_seconds", "media_connected", "notices"))),
+        "Notice": _object({
+            "by": role, "kind": {"type": "string", "enum": [EventKind.RUNNING_LATE.value]},
+            "minutes": {"type": "integer", "enum": list(RUNNING_LATE_MINUTES)},
+            "at": _time("server clock")}),
         "AttendancePage": _object({
             "items": {"type": "array", "items": _ref("AttendanceRecord")},
             "next_cursor": {"type": ["string", "null"]},
@@ -625,7 +638,39 @@ def _scheduling_schemas() -> Schema:
     entry = {"kind": {"type": "string", "enum": ["grant", "reserve", "release", "consume"]},
              "amount": _integer(1), "booking_id": _nullable(_ref("Id")), "at": _time(),
              "note": _nullable({"type": "string"})}
+    ice_server = _object({"urls": {"type": "array", "items": {"type": "string"}},
+                          "username": {"type": "string"}, "credential": {"type": "string"}},
+                         ("urls",), description="An RTCIceServer, as in `welcome`.")
+    session = {
+        "role": _enum(Role),
+        "state": _enum(SessionState),
+        "starts_at": _time(), "ends_at": _time(),
+        "opens_at": _time("`starts_at` minus the join-early window"),
+        "closes_at": _time("`ends_at` plus the overrun window"),
+        "now": _time("the server's clock: count down on it, not the device's"),
+        "professional": _object({"name": {"type": "string"},
+                                 "timezone": {"type": "string"}}),
+        "client": _object({"first_name": {"type": "string",
+                                          "description": "The first word of the name."}}),
+        "notices": {"type": "array", "items": _ref("Notice"),
+                    "description": "This booking's running-late notices, oldest first."},
+        "next_session": _nullable(_object({"starts_at": _time(), "ends_at": _time(),
+                                           "funding": _enum(Funding)},
+                                          description="The pair's next confirmed booking "
+                                          "starting at or after this one's `ends_at`.")),
+        "support": {"type": ["string", "null"],
+                    "description": "`CARECALL_SUPPORT_TEXT`, or null."},
+        "ice_servers": {"type": "array", "items": _ref("IceServer"),
+                        "description": "STUN/TURN for the lobby's network check (TURN "
+                        "credentials expire at `closes_at`); empty unless the state is "
+                        "`too_early` or `open`."},
+    }
     return {
+        "IceServer": ice_server,
+        "RoomSession": _object(session),
+        "RunningLateInput": _body({"minutes": {"type": "integer",
+                                               "enum": list(RUNNING_LATE_MINUTES)}},
+                                  ("minutes",)),
         "Slot": slot,
         "NextSlots": _object({"timezone": {"type": "string"},
                               "slots": {"type": "array", "items": _ref("Slot")}}),
@@ -668,7 +713,27 @@ def _scheduling_paths() -> Schema:
                 **token_errors},
                body="NextBookingInput", public=True,
                conflict="`slot_taken`: not a free slot (any more)")
-    for operation in (slots, book):
+    lobby_errors = {
+        "401": _error("`invalid_token`: missing, malformed or forged join token (its time "
+                      "window is not checked here)"),
+        "403": _error("`forbidden`: a token of another room, or not of a party of this "
+                      "booking"),
+        "404": _error("`not_found`: a genuine token for a room no booking has")}
+    lobby = _op("getRoomSession", "The lobby's view of a join link's session.", "scheduling",
+                {"200": _ok("The session, in whatever state.", _ref("RoomSession")),
+                 **lobby_errors}, public=True, invalid=None)
+    late = _op("postRunningLate", "A party says they are running late (not presence).",
+               "scheduling",
+               {"201": _ok("Stored: the notice.", _ref("Notice")), **lobby_errors,
+                "403": _error("`forbidden`: a token of another room, not of a party, or "
+                              "of a cancelled or moved booking"),
+                "429": _error(f"`rate_limited`: this party sent {MAX_NOTICES} notices for "
+                              f"this booking already")},
+               body="RunningLateInput", public=True,
+               conflict="`session_over`: the window has closed",
+               invalid="`invalid_request`: `minutes` not one of "
+                       f"{', '.join(map(str, RUNNING_LATE_MINUTES))}, or malformed JSON")
+    for operation in (slots, book, lobby, late):
         operation["security"] = token
         operation["parameters"] = [room, *operation.get("parameters", [])]
     decided = _ok("The request, as the hub sees it.", _ref("CreditRequest"))
@@ -682,6 +747,8 @@ def _scheduling_paths() -> Schema:
     for operation in (approve, decline):
         operation["parameters"].append(request_id)
     return {
+        "/api/v1/rooms/{room_id}/session": {"get": lobby},
+        "/api/v1/rooms/{room_id}/running-late": {"post": late},
         "/api/v1/rooms/{room_id}/next-slots": {"get": slots},
         "/api/v1/rooms/{room_id}/next-booking": {"post": book},
         "/api/v1/hubs/{hub_id}/credit-requests": {

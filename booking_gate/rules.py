@@ -7,7 +7,9 @@ Invariants:
 - the same booking, events, ``now`` and windows always give the same record;
 - a party with any interval inside the booking's window joined, however
   briefly or late (even for zero seconds): it is never reported as a no-show;
-- a ``pending`` record has no outcome, is not billable and has no payer.
+- a ``pending`` record has no outcome, is not billable and has no payer;
+- notices (``running_late``) are carried in the record but are never presence: a party
+  who only said they are running late and never joined is a no-show.
 
 Rules (``RULE_VERSION``), for the booking's window
 ``[starts_at - join_early, ends_at + overrun]``::
@@ -104,6 +106,32 @@ class PartyAttendance:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """A party's "running late" notice: the minutes it said, at the server's clock."""
+
+    by: Role
+    minutes: int
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"by": self.by.value, "kind": EventKind.RUNNING_LATE.value,
+                "minutes": self.minutes, "at": format_time(self.at)}
+
+
+def notices_of(events: Sequence[AttendanceEvent]) -> tuple[Notice, ...]:
+    """The ``running_late`` events among ``events`` as notices, oldest first.
+
+    The minutes are the event's ``reason`` as a decimal string (``model.EventKind``); an
+    event whose ``reason`` is not one is skipped (the gate never writes one).
+    """
+    found = []
+    for event in sorted(events, key=lambda event: (event.at, event.event_id)):
+        if event.kind is EventKind.RUNNING_LATE and (event.reason or "").isdecimal():
+            found.append(Notice(event.role, int(event.reason or "0"), event.at))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
 class AttendanceRecord:
     booking_id: BookingId
     status: RecordStatus
@@ -116,6 +144,8 @@ class AttendanceRecord:
     client: PartyAttendance
     together_seconds: int
     media_connected: bool
+    # The parties' notices inside the booking's window, oldest first.
+    notices: tuple[Notice, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The attendance record exactly as docs/contract.md section 3 shapes it."""
@@ -133,6 +163,7 @@ class AttendanceRecord:
             },
             "together_seconds": self.together_seconds,
             "media_connected": self.media_connected,
+            "notices": [notice.to_json() for notice in self.notices],
         }
 
 
@@ -339,6 +370,8 @@ def evaluate(
         client=client,
         together_seconds=_whole_seconds(together),
         media_connected=media_connected,
+        notices=tuple(notice for notice in notices_of(ordered)
+                      if window_start <= notice.at <= window_end),
     )
 
 

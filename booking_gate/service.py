@@ -21,6 +21,7 @@ from booking_gate.erasure import PartyKind
 from booking_gate.erasure_store import ErasureStore
 from booking_gate.errors import Conflict, InvalidRequest, NotFound
 from booking_gate.model import (
+    REPORTED_KINDS,
     AttendanceEvent,
     Booking,
     BookingId,
@@ -96,6 +97,18 @@ def _erased(field: str | None) -> Conflict:
     return Conflict("a party of this booking was erased; its id is a pseudonym now"
                     if field is None else "this id is the pseudonym of an erased person",
                     code="party_erased", field=field)
+
+
+def _not_reported(kind: EventKind, field: str) -> InvalidRequest:
+    return InvalidRequest(f"'kind' {kind.value} is not reported by signalling: the gate "
+                          f"records it from its own endpoint", field=field)
+
+
+def _reported_kind(event: Body) -> EventKind:
+    kind = event.choice("kind", EventKind)
+    if kind not in REPORTED_KINDS:
+        raise _not_reported(kind, "kind")
+    return kind
 
 
 def booking_json(booking: Booking) -> dict[str, Any]:
@@ -624,7 +637,14 @@ class GateService:
     # -- attendance --------------------------------------------------------------
 
     async def ingest(self, events: Sequence[AttendanceEvent]) -> int:
-        """Append attendance events (idempotent by event id); returns how many were new."""
+        """Append attendance events (idempotent by event id); returns how many were new.
+
+        Only what signalling reports (``REPORTED_KINDS``): a ``running_late`` notice is
+        the gate's own, written by ``lobby.Lobby.running_late`` alone.
+        """
+        for index, e in enumerate(events):
+            if e.kind not in REPORTED_KINDS:
+                raise _not_reported(e.kind, f"events[{index}].kind")
         known = {e.booking_id for e in events}
         for booking_id in known:
             if await self.store.get_booking(booking_id) is None:
@@ -644,7 +664,7 @@ class GateService:
                 events.append(AttendanceEvent(
                     event_id=EventId(event.req_ident("event_id")),
                     booking_id=BookingId(event.req_ident("booking_id")),
-                    role=event.choice("role", Role), kind=event.choice("kind", EventKind),
+                    role=event.choice("role", Role), kind=_reported_kind(event),
                     at=event.time("at"), reason=event.text("reason", max_len=64, required=False),
                 ))
             except InvalidRequest as error:

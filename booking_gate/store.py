@@ -900,6 +900,28 @@ class Store:
                 EventKind(row.kind), row.at, row.reason))
         return found
 
+    async def add_notice(self, event: AttendanceEvent, limit: int) -> bool:
+        """Append ``event``, a party's notice, unless that party already has ``limit``
+        notices of its kind for the booking; False then, and nothing is written.
+
+        The booking's row is locked first (PostgreSQL; SQLite write transactions are
+        ``BEGIN IMMEDIATE``), so two notices at once cannot both pass the count.
+        """
+        e = t.attendance_events.c
+        async with self.engine.begin() as conn:
+            await conn.execute(select(t.bookings.c.booking_id).where(
+                t.bookings.c.booking_id == event.booking_id).with_for_update())
+            count = (await conn.execute(select(func.count()).select_from(
+                t.attendance_events).where(
+                e.booking_id == event.booking_id, e.role == event.role.value,
+                e.kind == event.kind.value))).scalar_one()
+            if count >= limit:
+                return False
+            await conn.execute(t.attendance_events.insert().values(
+                event_id=event.event_id, booking_id=event.booking_id, role=event.role.value,
+                kind=event.kind.value, at=event.at, reason=event.reason))
+        return True
+
     async def count_events(self, booking_id: str) -> int:
         async with self.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(

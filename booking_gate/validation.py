@@ -31,7 +31,7 @@ MAX_AVAILABILITY = 100
 E = TypeVar("E")
 
 
-def _is_control(char: str) -> bool:
+def is_control(char: str) -> bool:
     # Cc: C0/C1 controls incl. NUL, CR, LF, TAB; Cf: format (bidi overrides, zero
     # width); Zl/Zp: the Unicode line and paragraph separators.
     return unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
@@ -39,7 +39,7 @@ def _is_control(char: str) -> bool:
 
 def one_line(text: str) -> str:
     """``text`` with control characters as spaces, whitespace runs as one, trimmed."""
-    return " ".join("".join(" " if _is_control(c) else c for c in text).split())
+    return " ".join("".join(" " if is_control(c) else c for c in text).split())
 
 
 def parse_id(value: object, field: str) -> str:
@@ -128,7 +128,7 @@ class Body:
 
     def email(self, field: str = "email") -> str:
         value = self.req_text(field, max_len=254)
-        if not _EMAIL_RE.fullmatch(value) or any(_is_control(c) for c in value):
+        if not _EMAIL_RE.fullmatch(value) or any(is_control(c) for c in value):
             raise InvalidRequest(f"'{field}' must be an email address", field=field)
         return value
 

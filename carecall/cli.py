@@ -26,6 +26,7 @@ from booking_gate.config import (
 )
 from booking_gate.db.engine import async_url, check_sqlite_folder, sqlite_path
 from booking_gate.tokens import load_or_create_key
+from booking_gate.validation import is_control
 from carecall import logs, vardir
 from carecall.connections import DEFAULT_PER_ADDRESS, Limits
 from peer import cli as peer_cli
@@ -246,9 +247,27 @@ def gate_config(args: argparse.Namespace) -> GateConfig:
         retention=retention_from_env(),
         join_early=join_early,
         overrun=overrun,
+        support_text=support_text_from_env(),
         **smtp,
         **webhooks_from_env(),
     )
+
+
+MAX_SUPPORT_TEXT = 500
+
+
+def support_text_from_env() -> str | None:
+    """``CARECALL_SUPPORT_TEXT``: one line for the lobby (stripped, at most 500
+    characters, no control characters), or None when unset or blank."""
+    value = (os.environ.get("CARECALL_SUPPORT_TEXT") or "").strip()
+    if not value:
+        return None
+    if len(value) > MAX_SUPPORT_TEXT:
+        raise ValueError(f"CARECALL_SUPPORT_TEXT must be at most {MAX_SUPPORT_TEXT} "
+                         f"characters (got {len(value)})")
+    if any(is_control(char) for char in value):
+        raise ValueError("CARECALL_SUPPORT_TEXT must be one line without control characters")
+    return value
 
 
 def _smtp_from_env() -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import signal
 import socket
@@ -22,6 +23,7 @@ from booking_gate.config import GateConfig
 from booking_gate.db.engine import DatabaseError
 from booking_gate.demo import DemoBooking, create_demo_booking
 from booking_gate.errors import GateError
+from booking_gate.lobby import no_ice_servers
 from booking_gate.service import Clock, utc_now
 from carecall.connections import DEFAULT_LIMITS, Limits
 from carecall.listener import GuardedListener
@@ -30,6 +32,7 @@ from carecall.wiring import InProcessGate
 from signalling.app import setup_signalling
 from signalling.config import SignallingConfig
 from signalling.handler import is_trusted_proxy
+from signalling.ice import ice_servers
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,10 @@ def build_app(config: GateConfig, signalling: SignallingConfig | None = None, *,
     app = web.Application(client_max_size=256 * 1024)
     # One registry, so /metrics shows the gate's and signalling's metrics together.
     registry = registry or CollectorRegistry()
-    setup_gate(app, config, clock=clock, registry=registry)
+    # The lobby's network check gets the same STUN/TURN list as signalling's welcome.
+    ice = (functools.partial(ice_servers, signalling.ice) if signalling is not None
+           else no_ice_servers)
+    setup_gate(app, config, clock=clock, registry=registry, ice_servers=ice)
     if signalling is not None:
         if not signalling.public_url:
             signalling = dataclasses.replace(signalling, public_url=config.public_url)

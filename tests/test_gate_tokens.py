@@ -177,3 +177,21 @@ def test_a_token_issued_more_than_a_minute_ahead_of_the_clock_is_refused() -> No
         issuer.verify(ahead, NOW)
     slightly = issuer.issue(booking(), Role.CLIENT, NOW + timedelta(seconds=50)).token
     assert issuer.verify(slightly, NOW).sub == "cli-1"
+
+
+def test_check_window_false_skips_only_nbf_and_exp() -> None:
+    """Before nbf and after exp a genuine token is 401 by default and verifies with
+    check_window=False; a forged signature or a future iat is refused either way."""
+    issuer = TokenIssuer(Ed25519PrivateKey.generate(), WINDOW, WINDOW)
+    token = issuer.issue(booking(), Role.CLIENT, NOW - timedelta(days=2)).token
+    for now in (STARTS - timedelta(days=1), STARTS + timedelta(days=1)):
+        with pytest.raises(Unauthorized, match="outside its validity window"):
+            issuer.verify(token, now)
+        assert issuer.verify(token, now, check_window=False).sub == "cli-1"
+    forged = TokenIssuer(Ed25519PrivateKey.generate(), WINDOW, WINDOW).issue(
+        booking(), Role.CLIENT, NOW).token
+    with pytest.raises(Unauthorized):
+        issuer.verify(forged, NOW, check_window=False)
+    ahead = issuer.issue(booking(), Role.CLIENT, NOW + timedelta(days=30)).token
+    with pytest.raises(Unauthorized, match="issued in the future"):
+        issuer.verify(ahead, NOW, check_window=False)

@@ -69,6 +69,8 @@ EXPECTED = {
     ("/api/v1/openapi.json", "get"),
     ("/api/v1/rooms/{room_id}/next-slots", "get"),
     ("/api/v1/rooms/{room_id}/next-booking", "post"),
+    ("/api/v1/rooms/{room_id}/session", "get"),
+    ("/api/v1/rooms/{room_id}/running-late", "post"),
     ("/api/v1/hubs/{hub_id}/credit-requests", "post"),
     ("/api/v1/hubs/{hub_id}/credit-requests", "get"),
     ("/api/v1/hubs/{hub_id}/credit-requests/{request_id}/approve", "post"),
@@ -85,7 +87,8 @@ EXPECTED = {
     ("/api/v1/webhooks/deliveries", "get"),
     ("/api/v1/webhooks/deliveries/{webhook_id}/retry", "post"),
 }
-JOIN_TOKEN = {"/api/v1/rooms/{room_id}/next-slots", "/api/v1/rooms/{room_id}/next-booking"}
+JOIN_TOKEN = {"/api/v1/rooms/{room_id}/next-slots", "/api/v1/rooms/{room_id}/next-booking",
+              "/api/v1/rooms/{room_id}/session", "/api/v1/rooms/{room_id}/running-late"}
 STARTS = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 ENDS = STARTS + timedelta(minutes=50)
 
@@ -139,6 +142,18 @@ def test_every_endpoint_is_described() -> None:
     assert {(path, method) for path, method, _ in operations()} == EXPECTED
 
 
+def test_the_document_describes_exactly_the_apps_routes() -> None:
+    """Every route the gate's app serves (HEAD and the /api/ catch-all aside) is in the
+    document, and nothing else is."""
+    from booking_gate.app import make_app
+    from booking_gate.config import GateConfig
+
+    served = {(route.resource.canonical, route.method.lower())
+              for route in make_app(GateConfig()).router.routes()
+              if route.resource is not None and route.method not in ("HEAD", "*")}
+    assert served == {(path, method) for path, method, _ in operations()}
+
+
 def test_every_operation_has_a_unique_id_and_a_summary() -> None:
     """operationIds exist and are unique; summaries are one line."""
     ids = [op.get("operationId") for _, _, op in operations()]
@@ -163,8 +178,8 @@ def test_request_bodies_refuse_unknown_fields() -> None:
     for _, _, op in operations():
         if "requestBody" in op:
             check(op["requestBody"]["content"]["application/json"]["schema"])
-    # 14 bodies plus availability windows and events
-    assert len(seen) == 16
+    # 15 bodies plus availability windows and events
+    assert len(seen) == 17
 
 
 def test_security_is_global_except_for_public_endpoints() -> None:
@@ -248,11 +263,14 @@ def test_attendance_records_match_their_schema() -> None:
                   (Role.CLIENT, EventKind.JOINED, STARTS + timedelta(minutes=1)),
                   (Role.CLIENT, EventKind.MEDIA_CONNECTED, STARTS + timedelta(minutes=1)),
                   (Role.CLIENT, EventKind.LEFT, ENDS)])]
+    events.append(AttendanceEvent(EventId("late"), BookingId("b-1"), Role.CLIENT,
+                                  EventKind.RUNNING_LATE, STARTS, "5"))
     for now in (STARTS + timedelta(minutes=5), ENDS + timedelta(hours=1)):
         record = rules.evaluate(booking(), events, now, windows).to_json()
         record["overrides"] = [{"from": None, "to": "completed", "reason": "checked",
                                 "by": "ops", "at": "2026-11-22T09:00:00Z"}]
         assert_valid("AttendanceRecord", record)
+        assert record["notices"][0]["minutes"] == 5
     assert_valid("AttendancePage", {"items": [record], "next_cursor": None})
 
 
@@ -271,6 +289,7 @@ def test_attendance_records_match_their_schema() -> None:
     ("HubInput", {"clients_hide_ip": True}, {"clients_hide_ip"}),
     ("OverrideInput", {"outcome": "completed", "reason": "checked"},
      {"outcome", "reason", "by"}),
+    ("RunningLateInput", {"minutes": 15}, {"minutes"}),
 ])
 def test_request_schemas_agree_with_validation(schema: str, body: dict[str, Any],
                                                allowed: set[str]) -> None:
@@ -279,3 +298,12 @@ def test_request_schemas_agree_with_validation(schema: str, body: dict[str, Any]
     assert set(resolve({"$ref": f"#/components/schemas/{schema}"})["properties"]) == allowed
     assert_valid(schema, body)
     assert not validator(schema).is_valid({**body, "surprise": 1})
+
+
+def test_signalling_events_cannot_be_running_late() -> None:
+    """AttendanceEvent (what signalling reports) has every kind but running_late."""
+    event = {"event_id": "e-1", "booking_id": "b-1", "role": "client",
+             "at": "2026-11-21T10:00:00Z"}
+    assert_valid("AttendanceEvent", {**event, "kind": "joined"})
+    assert not validator("AttendanceEvent").is_valid({**event, "kind": "running_late"})
+    assert not validator("RunningLateInput").is_valid({"minutes": 7})

@@ -91,6 +91,13 @@ def timeline(*steps: Step, booking_id: str = "b1") -> list[AttendanceEvent]:
     ]
 
 
+def late(role: Role, minutes: int, when: datetime, event_id: str | None = None
+         ) -> AttendanceEvent:
+    """A running-late notice as the gate stores it: the minutes in ``reason``."""
+    return AttendanceEvent(EventId(event_id or f"late-{role.value}-{when.isoformat()}"),
+                           BookingId("b1"), role, EventKind.RUNNING_LATE, when, str(minutes))
+
+
 def cancelled(by: Role, hours_before: float, funding: Funding = Funding.SPONSORED) -> Booking:
     """A booking cancelled by ``by`` ``hours_before`` its start, terms from the rules."""
     when = STARTS - timedelta(hours=hours_before)
@@ -798,12 +805,12 @@ def test_format_time_refuses_naive_datetimes() -> None:
 
 def test_to_json_has_the_contract_shape() -> None:
     """Pins the attendance record's JSON exactly as docs/contract.md section 3 gives it."""
-    events = timeline(
+    events = [*timeline(
         (PRO, JOINED, at(9, 58)),
         (CLI, JOINED, at(10, 0, 0) + timedelta(microseconds=500)),
         (PRO, MEDIA, at(10, 1)),
         (CLI, LEFT, at(10, 20)),
-    )
+    ), late(CLI, 10, at(9, 50))]
     record: AttendanceRecord = evaluate(booking(), events, FINAL_AT, WINDOWS)
     assert record.to_json() == {
         "booking_id": "b1",
@@ -831,6 +838,8 @@ def test_to_json_has_the_contract_shape() -> None:
         },
         "together_seconds": 19 * 60 + 59,
         "media_connected": True,
+        "notices": [{"by": "client", "kind": "running_late", "minutes": 10,
+                     "at": "2026-11-21T09:50:00Z"}],
     }
 
 
@@ -844,6 +853,40 @@ def test_to_json_of_a_record_nobody_attended() -> None:
         "present_seconds": 0,
         "intervals": [],
     }
+
+
+def test_notices_are_the_windows_running_late_events_oldest_first() -> None:
+    """Notices come from running_late events only, ordered by time whatever the input
+    order, and only those inside the window [starts - join_early, ends + overrun]."""
+    events = [
+        late(PRO, 15, at(10, 5)),
+        late(CLI, 5, at(9, 46)),
+        late(CLI, 10, at(9, 0)),  # before the window opens at 09:45
+        late(CLI, 5, at(11, 11)),  # after it closes at 11:10
+        *timeline((PRO, JOINED, at(9, 58))),
+    ]
+    record = evaluate(booking(), events, at(10, 30), WINDOWS)
+    assert [n.to_json() for n in record.notices] == [
+        {"by": "client", "kind": "running_late", "minutes": 5, "at": "2026-11-21T09:46:00Z"},
+        {"by": "professional", "kind": "running_late", "minutes": 15,
+         "at": "2026-11-21T10:05:00Z"},
+    ]
+    assert evaluate(booking(), timeline((PRO, JOINED, at(9, 58))), at(10, 30),
+                    WINDOWS).to_json()["notices"] == []
+
+
+def test_a_running_late_notice_is_not_presence() -> None:
+    """A client who only sent running-late notices and never joined is a no-show; the
+    outcome and the parties are those of the same events without the notices."""
+    joined = timeline((PRO, JOINED, at(9, 58)), (PRO, LEFT, at(10, 50)))
+    with_notices = [*joined, late(CLI, 5, at(9, 55)), late(CLI, 15, at(10, 10))]
+    record = evaluate(booking(), with_notices, FINAL_AT, WINDOWS)
+    assert record.outcome is Outcome.CLIENT_NO_SHOW
+    assert not record.client.joined and record.client.intervals == ()
+    plain = evaluate(booking(), joined, FINAL_AT, WINDOWS)
+    assert record.to_json() == {**plain.to_json(), "notices": [
+        n.to_json() for n in record.notices]}
+    assert len(record.notices) == 2
 
 
 # --- property ---------------------------------------------------------------
