@@ -60,6 +60,12 @@ PAGE = """<!doctype html>
     window.observed = { blockedAtStart: meter.blocked };
     setTimeout(() => { window.observed.blockedAfter1s = meter.blocked; }, 1000);
   }
+  if (location.search === "?sound") {
+    // No gesture and no capture: the autoplay policy applies.
+    const started = performance.now();
+    window.sound = precall.playTestSound().then(() => "played",
+      (e) => `${e.name} after ${Math.round(performance.now() - started)} ms`);
+  }
   window.ready = true;
 </script>
 """
@@ -233,6 +239,18 @@ async def test_the_test_sound_plays_to_its_end(site: tuple[str, Probe],
     assert 1000 <= took < 3000
 
 
+async def test_the_test_sound_without_a_gesture_says_not_allowed(
+        site: tuple[str, Probe], browser: Browser) -> None:
+    """Called by the page itself, with no gesture and no capture, playTestSound rejects
+    with NotAllowedError instead of waiting for ever."""
+    base, _probe = site
+    page = await precall_page(browser, base, "?sound", permissions=False)
+    await page.wait_for_timeout(2000)  # not evaluate: that would count as a gesture
+    outcome = await page.evaluate("() => window.sound")
+    print("playTestSound without a gesture:", outcome)
+    assert outcome.startswith("NotAllowedError after ")
+
+
 # -- the network check -------------------------------------------------------------------
 
 
@@ -310,10 +328,10 @@ async def test_servers_that_never_answer_are_blocked(site: tuple[str, Probe],
     base, _probe = site
     ws_url = base.replace("http", "ws") + "/ws"
     stun = await check(await precall_page(browser, base), ws_url,
-                       [{"urls": [f"stun:127.0.0.1:{unused_port()}"]}], timeout_ms=2500)
+                       [{"urls": [f"stun:127.0.0.1:{unused_port()}"]}], timeout_ms=2000)
     assert stun["details"]["srflx"] == stun["details"]["relay"] == 0
     assert stun["verdict"] == "blocked"
     dead_turn = {"urls": [f"turn:127.0.0.1:{unused_port()}"], "username": "1:room:client",
                  "credential": "x"}
-    turn = await check(await precall_page(browser, base), ws_url, [dead_turn], timeout_ms=2500)
+    turn = await check(await precall_page(browser, base), ws_url, [dead_turn], timeout_ms=2000)
     assert turn["verdict"] == "blocked"

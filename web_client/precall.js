@@ -174,8 +174,9 @@ function error(name, message) {
 
 /**
  * Play a ~1.2 s two-note chime on the chosen output; resolves when it has finished.
- * Rejects with NotSupportedError (no Web Audio), NotFoundError (sinkId unknown) or
- * NotAllowedError (the browser would not start audio: call it from a click).
+ * Rejects with an Error named NotSupportedError (no Web Audio), NotFoundError (sinkId
+ * unknown), NotAllowedError (the browser would not start audio: call it from a click or
+ * while capturing) or AbortError (the output stopped while playing).
  * @param {{ sinkId?: string }} [options]
  */
 export async function playTestSound({ sinkId = "" } = {}) {
@@ -197,13 +198,18 @@ export async function playTestSound({ sinkId = "" } = {}) {
     for (const { frequency, at, length } of CHIME) {
       note(context, frequency, start + at, length);
     }
-    await new Promise((resolve) => {
-      // Audio time, not a timer: the chime has ended when the context clock says so.
+    await new Promise((resolve, reject) => {
+      // Audio time, not a timer: the chime has ended when the context clock says so. Its
+      // clock stops if the output goes away: then give up after a generous wait.
       const end = start + CHIME_SECONDS;
+      const giveUp = performance.now() + (CHIME_SECONDS + 2) * 1000;
       const check = setInterval(() => {
-        if (context.currentTime >= end || context.state === "closed") {
+        if (context.currentTime >= end) {
           clearInterval(check);
           resolve();
+        } else if (context.state !== "running" || performance.now() > giveUp) {
+          clearInterval(check);
+          reject(error("AbortError", "the audio output stopped"));
         }
       }, 50);
     });
@@ -256,11 +262,16 @@ function urlsOf(iceServers) {
  * @param {RTCIceServer[]} [options.iceServers]  as in welcome.ice_servers
  * @param {string} options.wsUrl  the signalling WebSocket (it is opened and closed only)
  * @param {number} [options.timeoutMs]  for each of the two probes, which run together
+ * Throws only what is no network condition: NotSupportedError without WebRTC, and the
+ * RTCPeerConnection constructor's own errors for malformed iceServers.
  * @returns {Promise<{ verdict: string, details: { host: number, srflx: number,
  *   relay: number, stunConfigured: boolean, turnConfigured: boolean,
  *   serverReachable: boolean } }>}
  */
 export async function checkNetwork({ iceServers = [], wsUrl, timeoutMs = 6000 } = {}) {
+  if (typeof RTCPeerConnection === "undefined") {
+    throw error("NotSupportedError", "WebRTC is not available");
+  }
   const urls = urlsOf(iceServers ?? []);
   const stunConfigured = urls.some((url) => /^stuns?:/i.test(url));
   const turnConfigured = urls.some((url) => /^turns?:/i.test(url));
