@@ -144,7 +144,7 @@ class AttendanceRecord:
     client: PartyAttendance
     together_seconds: int
     media_connected: bool
-    # The parties' notices inside the booking's window, oldest first.
+    # The parties' notices up to the window's end, oldest first.
     notices: tuple[Notice, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -370,8 +370,9 @@ def evaluate(
         client=client,
         together_seconds=_whole_seconds(together),
         media_connected=media_connected,
-        notices=tuple(notice for notice in notices_of(ordered)
-                      if window_start <= notice.at <= window_end),
+        # A notice may come before the room opens ("I'll be late" an hour ahead); none
+        # can come after it closes.
+        notices=tuple(notice for notice in notices_of(ordered) if notice.at <= window_end),
     )
 
 

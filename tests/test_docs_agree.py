@@ -23,7 +23,7 @@ FOREIGN_FLAGS = {
     "--nofile": "prlimit --nofile=1024:1024",
 }
 
-BENCH = re.compile(r"python3? (-m bench\b|bench/)")
+BENCH = re.compile(r"python3? (-m (bench|tools\.\w+)\b|bench/)")
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 ENV = re.compile(r"\bCARECALL_[A-Z0-9_]*[A-Z0-9]\b")
@@ -90,7 +90,8 @@ def test_every_carecall_command_in_the_docs_exists_with_its_flags(doc: Path) -> 
 def test_every_flag_in_the_docs_belongs_to_some_carecall_command(doc: Path) -> None:
     """A --flag quoted anywhere in the docs is one of carecall's, or a named foreign one."""
     known = set().union(*subcommands().values())
-    # The benchmarks have flags of their own: lines that run one are theirs to define.
+    # The benchmarks and tools/ scripts have flags of their own: lines that run one are
+    # theirs to define.
     text = "\n".join(line for line in doc.read_text().splitlines() if not BENCH.search(line))
     unknown = {flag for flag in FLAG.findall(text)
                if flag not in known and flag not in FOREIGN_FLAGS}

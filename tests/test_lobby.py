@@ -253,6 +253,7 @@ async def test_the_network_verdict_without_and_with_a_turn_server(
     code, text = await verdict_of(page)
     print("no ICE servers:", code, "-", text)
     assert code == "no_servers" and "No relay server is configured" in text
+    (tmp_path / "turn").mkdir()
     with running_coturn(tmp_path / "turn") as (server, secret):
         turned = start_service(
             CARECALL_STUN_URLS=f"stun:127.0.0.1:{server.port}",

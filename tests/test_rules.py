@@ -855,18 +855,19 @@ def test_to_json_of_a_record_nobody_attended() -> None:
     }
 
 
-def test_notices_are_the_windows_running_late_events_oldest_first() -> None:
+def test_notices_are_the_running_late_events_up_to_the_windows_end_oldest_first() -> None:
     """Notices come from running_late events only, ordered by time whatever the input
-    order, and only those inside the window [starts - join_early, ends + overrun]."""
+    order, those sent before the room opens too, none after the window's end."""
     events = [
         late(PRO, 15, at(10, 5)),
         late(CLI, 5, at(9, 46)),
-        late(CLI, 10, at(9, 0)),  # before the window opens at 09:45
+        late(CLI, 10, at(9, 0)),  # before the window opens at 09:45: kept
         late(CLI, 5, at(11, 11)),  # after it closes at 11:10
         *timeline((PRO, JOINED, at(9, 58))),
     ]
     record = evaluate(booking(), events, at(10, 30), WINDOWS)
     assert [n.to_json() for n in record.notices] == [
+        {"by": "client", "kind": "running_late", "minutes": 10, "at": "2026-11-21T09:00:00Z"},
         {"by": "client", "kind": "running_late", "minutes": 5, "at": "2026-11-21T09:46:00Z"},
         {"by": "professional", "kind": "running_late", "minutes": 15,
          "at": "2026-11-21T10:05:00Z"},

@@ -494,7 +494,11 @@ async function startPreview(choice = {}) {
     "devices.microphone");
   if (state.phase === "lobby") {
     meter.start(media.stream);
-    state.micBlocked = meter.blocked;
+    // Its AudioContext may wait for a gesture (autoplay policy); it says so soon after.
+    setTimeout(() => {
+      state.micBlocked = meter.blocked;
+      render();
+    }, 600);
   }
   state.previewing = false;
   render();

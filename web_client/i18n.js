@@ -119,8 +119,8 @@ const en = {
   "precall.networkChecking": "Checking your network…",
   "precall.recheck": "Check again",
   "verdict.direct": "Good: a direct connection to the other person is likely.",
-  "verdict.relay_only": "Your network allows calls only through the relay server. The call "
-    + "should work; it may be a little slower.",
+  "verdict.relay_only": "A connection through the relay server works; a direct one could "
+    + "not be confirmed. The call should work, perhaps a little slower.",
   "verdict.blocked": "Your network seems to block the kind of connection calls need, and no "
     + "relay server answered. The call may not connect: try another network (for example "
     + "your phone's).",
@@ -330,8 +330,8 @@ const de = {
   "precall.networkChecking": "Ihr Netzwerk wird geprüft…",
   "precall.recheck": "Erneut prüfen",
   "verdict.direct": "Gut: Eine direkte Verbindung zur anderen Person ist wahrscheinlich.",
-  "verdict.relay_only": "Ihr Netzwerk erlaubt Gespräche nur über den Relay-Server. Das "
-    + "Gespräch sollte funktionieren, vielleicht etwas langsamer.",
+  "verdict.relay_only": "Eine Verbindung über den Relay-Server funktioniert; eine direkte "
+    + "ließ sich nicht bestätigen. Das Gespräch sollte klappen, vielleicht etwas langsamer.",
   "verdict.blocked": "Ihr Netzwerk scheint die Verbindungsart zu blockieren, die Gespräche "
     + "brauchen, und kein Relay-Server hat geantwortet. Das Gespräch kommt vielleicht nicht "
     + "zustande: Versuchen Sie ein anderes Netz (zum Beispiel das Ihres Telefons).",
