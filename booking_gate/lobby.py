@@ -147,6 +147,8 @@ class Lobby:
         later = await store.list_bookings(BookingFilter(
             professional_id=booking.professional_id, client_id=booking.client_id,
             status=BookingStatus.CONFIRMED, start=booking.ends_at), None, 1)
+        relay = (claims.role is Role.CLIENT
+                 and booking.booking_id in await self.gate.relay_only_bookings([booking]))
         # TURN credentials only while the link still leads to a call.
         ice = (self.ice_servers(booking.room_id, claims.role.value,
                                 int(closes_at.timestamp()))
@@ -165,6 +167,7 @@ class Lobby:
                 "ends_at": format_time(later[0].ends_at), "funding": later[0].funding.value},
             "support": self.support_text,
             "ice_servers": ice,
+            "ice_transport_policy": "relay" if relay else "all",
         }
 
     async def running_late(self, room_id: str, authorization: str | None, data: object

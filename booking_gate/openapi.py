@@ -664,6 +664,10 @@ def _scheduling_schemas() -> Schema:
                         "description": "STUN/TURN for the lobby's network check (TURN "
                         "credentials expire at `closes_at`); empty unless the state is "
                         "`too_early` or `open`."},
+        "ice_transport_policy": {"type": "string", "enum": ["all", "relay"],
+                                 "description": "`relay` for a client who hides their IP "
+                                 "(as in `welcome`): the network check then tries the relay "
+                                 "only."},
     }
     return {
         "IceServer": ice_server,

@@ -344,11 +344,17 @@ def signalling_config(args: argparse.Namespace, *, node: bool = False) -> Signal
         spool_attendance=node,
         extra_origins=split_urls(_env("CARECALL_ALLOWED_ORIGINS")),
         trusted_proxies=_trusted_proxies(),
-        ice=IceConfig(stun_urls=split_urls(_env("CARECALL_STUN_URLS")),
-                      turn_urls=split_urls(_env("CARECALL_TURN_URLS")),
-                      turn_secret=_env("CARECALL_TURN_SECRET")),
+        ice=ice_config(),
         var_dir=args.var_dir,
     )
+
+
+def ice_config() -> IceConfig:
+    """``CARECALL_STUN_URLS``, ``CARECALL_TURN_URLS`` and ``CARECALL_TURN_SECRET``: for
+    signalling's welcome, and for the lobby's network check on the gate."""
+    return IceConfig(stun_urls=split_urls(_env("CARECALL_STUN_URLS")),
+                     turn_urls=split_urls(_env("CARECALL_TURN_URLS")),
+                     turn_secret=_env("CARECALL_TURN_SECRET"))
 
 
 def _fail(message: str, status: int) -> int:
@@ -377,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run(config, args.host, args.port, signalling=signalling,
                                    demo=getattr(args, "demo", False), limits=limits,
-                                   trusted_proxies=trusted))
+                                   trusted_proxies=trusted, lobby_ice=ice_config()))
     except vardir.StateError as error:
         return _fail(str(error), 1)
     except KeyboardInterrupt:

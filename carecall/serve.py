@@ -32,7 +32,7 @@ from carecall.wiring import InProcessGate
 from signalling.app import setup_signalling
 from signalling.config import SignallingConfig
 from signalling.handler import is_trusted_proxy
-from signalling.ice import ice_servers
+from signalling.ice import IceConfig, ice_servers
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,19 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def build_app(config: GateConfig, signalling: SignallingConfig | None = None, *,
-              clock: Clock = utc_now,
-              registry: CollectorRegistry | None = None) -> web.Application:
-    """One app with the gate, and signalling wired to it in-process when given."""
+              clock: Clock = utc_now, registry: CollectorRegistry | None = None,
+              lobby_ice: IceConfig | None = None) -> web.Application:
+    """One app with the gate, and signalling wired to it in-process when given.
+
+    ``lobby_ice``: the STUN/TURN settings for the lobby's network check when the gate
+    runs without signalling (``carecall gate``); with signalling, its own are used.
+    """
     app = web.Application(client_max_size=256 * 1024)
     # One registry, so /metrics shows the gate's and signalling's metrics together.
     registry = registry or CollectorRegistry()
     # The lobby's network check gets the same STUN/TURN list as signalling's welcome.
-    ice = (functools.partial(ice_servers, signalling.ice) if signalling is not None
+    ice_config = signalling.ice if signalling is not None else lobby_ice
+    ice = (functools.partial(ice_servers, ice_config) if ice_config is not None
            else no_ice_servers)
     setup_gate(app, config, clock=clock, registry=registry, ice_servers=ice)
     if signalling is not None:
@@ -81,7 +86,8 @@ def guarded(limits: Limits, registry: CollectorRegistry,
 
 async def run(config: GateConfig, host: str, port: int, *,
               signalling: SignallingConfig | None = None, demo: bool = False,
-              limits: Limits = DEFAULT_LIMITS, trusted_proxies: tuple[str, ...] = ()) -> int:
+              limits: Limits = DEFAULT_LIMITS, trusted_proxies: tuple[str, ...] = (),
+              lobby_ice: IceConfig | None = None) -> int:
     """Serve the gate, and signalling beside it when ``signalling`` is given."""
     try:
         sock = bind(host, port)
@@ -92,7 +98,7 @@ async def run(config: GateConfig, host: str, port: int, *,
     if not config.public_url:
         config = dataclasses.replace(config, public_url=origin)
     registry = CollectorRegistry()
-    app = build_app(config, signalling, registry=registry)
+    app = build_app(config, signalling, registry=registry, lobby_ice=lobby_ice)
     listener = guarded(limits, registry, trusted_proxies)
     listener.install(app)
     runner = web.AppRunner(app, handle_signals=False, **listener.runner_options())

@@ -176,3 +176,24 @@ async def book_now(client: GateClient, booking_id: str = "b-1", *, start_offset:
             "professional": links["professional"]["url"].split("#t=")[1],
             "client": links["client"]["url"].split("#t=")[1],
             "links": {role: links[role]["url"] for role in ("professional", "client")}}
+
+
+# -- browsers and TURN, for the tests that need them ---------------------------------------
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium with fake camera and microphone (tests/browser.py), per test."""
+    from tests.browser import chromium
+
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def turn(tmp_path: Path) -> Iterator[tuple[Any, str]]:
+    """A coturn on a free port with its own config, and its TURN-REST secret."""
+    from tests.turn import running_coturn
+
+    with running_coturn(tmp_path) as running:
+        yield running

@@ -27,7 +27,6 @@ from playwright.async_api import Browser, Page
 from peer import Peer
 from tests.browser import (
     CHROMIUM,
-    chromium,
     join,
     open_page,
     verification_code,
@@ -167,12 +166,6 @@ async def firefox(url: str, tmp_path: Path, *, expect: str = "code",
         yield party
     finally:
         await party.kill()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def chromium_party(browser: Browser, url: str) -> tuple[Page, list[str]]:

@@ -9,16 +9,15 @@ to it from the page.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.browser import chromium, join, open_page, wait_connected, wait_video_playing
+from tests.browser import join, open_page, wait_connected, wait_video_playing
 from tests.conftest import AUTH, GateClient, book_now
 from tests.processes import Served, clean_env
-from tests.turn import KEY, Coturn, RecordingPeer, book, candidate_address, running_coturn
+from tests.turn import KEY, Coturn, RecordingPeer, book, candidate_address
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -26,22 +25,16 @@ CLIENT = {"name": "Cli Ent", "email": "client@example.org", "timezone": "Europe/
           "hub_id": "acme"}
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def turn(tmp_path: Path) -> Iterator[tuple[Coturn, str]]:
-    with running_coturn(tmp_path) as running:
-        yield running
-
-
 async def error_text(page: Page) -> str:
     error = page.get_by_test_id("error")
     await error.wait_for(state="visible", timeout=10_000)
     return (await error.text_content() or "").strip()
+
+
+async def verdict_done(page: Page) -> None:
+    await page.wait_for_function(
+        "() => document.querySelector('[data-testid=network-verdict]').dataset.verdict"
+        " !== 'checking'", timeout=20_000)
 
 
 async def relay_call(browser: Browser, tmp_path: Path, turn: tuple[Coturn, str], *,
@@ -74,7 +67,12 @@ async def relay_call(browser: Browser, tmp_path: Path, turn: tuple[Coturn, str],
         links = book(base, hide_ip=hide_ip)
         page, log = await open_page(browser, links["client"], init_script=spy)
         if tick_box:
+            # The lobby's network check ran before the box was ticked (its candidates are
+            # never sent); from the tick on, the page gathers relay candidates only.
+            await verdict_done(page)
             await page.get_by_label("Hide my IP address from the other party").check()
+            await verdict_done(page)
+            await page.evaluate("window.__gathered = []")
         await join(page)
         async with RecordingPeer(links["professional"]) as pro:
             await pro.wait_connected(45)

@@ -10,7 +10,7 @@ window, TURN, support text) are the operator's environment variables, as in prod
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page
 
 from peer import Peer
-from tests.browser import CHROMIUM, PageLog, chromium, join, wait_connected
+from tests.browser import CHROMIUM, PageLog, join, wait_connected
 from tests.processes import Served, clean_env, request_json
 from tests.turn import Coturn, running_coturn
 
@@ -96,12 +96,6 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     yield start
     for served in started:
         served.close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def open_page(browser: Browser, url: str, **context: Any

@@ -8,7 +8,7 @@ The module is served as it ships, beside a bare test page; no page of the produc
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,8 @@ from aiohttp.test_utils import unused_port
 from playwright.async_api import Browser, Page
 
 from signalling.ice import turn_credential
-from tests.browser import CHROMIUM, chromium, open_page
-from tests.turn import Coturn, running_coturn
+from tests.browser import CHROMIUM, open_page
+from tests.turn import Coturn
 
 pytestmark = [
     pytest.mark.browser,
@@ -124,18 +124,6 @@ async def site() -> AsyncIterator[tuple[str, Probe]]:
         yield f"http://127.0.0.1:{port}", probe
     finally:
         await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def turn(tmp_path: Path) -> Iterator[tuple[Coturn, str]]:
-    with running_coturn(tmp_path) as started:
-        yield started
 
 
 async def precall_page(browser: Browser, base: str, query: str = "", *,

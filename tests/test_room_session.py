@@ -93,9 +93,22 @@ async def test_open_session_has_the_full_shape(gate: GateClient, clock: FakeCloc
         "professional": {"name": PRO_NAME, "timezone": "Europe/Oslo"},
         "client": {"first_name": "Zephyrine"},
         "notices": [], "next_session": None, "support": None, "ice_servers": [],
+        "ice_transport_policy": "all",
     }
     assert_valid("RoomSession", await session(gate, room))
     assert (await session(gate, room, "professional"))["role"] == "professional"
+
+
+async def test_a_hiding_clients_session_says_relay_and_the_professionals_does_not(
+        gate: GateClient, clock: FakeClock) -> None:
+    """The hub's clients hide their IP: the client's lobby checks the relay only, as its
+    call will; the professional's policy stays "all"."""
+    room = await booked(gate, clock)
+    response = await gate.put("/api/v1/hubs/acme", headers=AUTH,
+                              json={"clients_hide_ip": True})
+    assert response.status == 200, await response.text()
+    assert (await session(gate, room))["ice_transport_policy"] == "relay"
+    assert (await session(gate, room, "professional"))["ice_transport_policy"] == "all"
 
 
 async def test_too_early_before_the_window(gate: GateClient, clock: FakeClock) -> None:
@@ -235,11 +248,13 @@ async def test_injected_ice_servers_get_room_role_and_closes_at(
     assert len(calls) == 1
 
 
-async def test_serve_injects_signallings_turn_credentials(
-        tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Any],
+@pytest.mark.parametrize("command", ["serve", "gate"])
+async def test_serve_and_gate_give_the_lobby_turn_credentials(
+        command: str, tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Any],
         caplog: pytest.LogCaptureFixture) -> None:
-    """carecall serve's app gives the lobby the welcome's STUN/TURN list: a TURN-REST
-    username <closes_at>:<room>:<role>; the credential is never logged."""
+    """carecall serve's app gives the lobby the welcome's STUN/TURN list, and so does
+    carecall gate's (no signalling beside it: the same settings from its environment):
+    a TURN-REST username <closes_at>:<room>:<role>; the credential is never logged."""
     from carecall.serve import build_app
     from signalling.config import SignallingConfig
     from signalling.ice import IceConfig, ice_servers
@@ -250,8 +265,11 @@ async def test_serve_injects_signallings_turn_credentials(
     config = GateConfig(db_url=f"sqlite:///{tmp_path / 'gate.db'}",
                         public_url="https://care.example", api_key="test-api-key-0123456789",
                         var_dir=tmp_path / "var")
-    app = build_app(config, SignallingConfig(public_url="", var_dir=tmp_path / "var", ice=ice),
-                    clock=clock)
+    if command == "serve":
+        app = build_app(config, SignallingConfig(public_url="", var_dir=tmp_path / "var",
+                                                 ice=ice), clock=clock)
+    else:
+        app = build_app(config, None, clock=clock, lobby_ice=ice)
     client: GateClient = await aiohttp_client(app)
     room = await booked(client, clock)
     data = await session(client, room)

@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from peer import Peer, PeerError
 from tests.processes import Served, clean_env
-from tests.turn import KEY, Coturn, RecordingPeer, book, candidate_address, running_coturn
+from tests.turn import KEY, Coturn, RecordingPeer, book, candidate_address
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def turn(tmp_path: Path) -> Iterator[tuple[Coturn, str]]:
-    with running_coturn(tmp_path) as running:
-        yield running
 
 
 async def call(pro: RecordingPeer, client: RecordingPeer) -> None:

@@ -7,7 +7,6 @@ or the headless aiortc ``Peer`` in-process.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from peer import Peer
 from tests.browser import (
     CHROMIUM,
     PHONE,
-    chromium,
     join,
     open_page,
     verification_code,
@@ -33,12 +31,6 @@ pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium at /usr/bin"),
 ]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def in_call(browser: Browser, url: str, **options: Any) -> Page:

@@ -47,9 +47,10 @@ const PHASES = {
   ended: ["lobby", "refused"],
   refused: ["checking"],
 };
-// Where focus goes when a phase begins (its heading, so a screen reader starts there).
-const PHASE_FOCUS = { lobby: "lobby-title", call: "call-title", ended: "ended-title",
-  refused: "refused-title" };
+// Where focus goes when a phase begins (its heading, so a screen reader starts there),
+// unless the person already moved it somewhere still on the page.
+const PHASE_FOCUS = { lobby: "lobby-title", joining: "call-title", call: "call-title",
+  ended: "ended-title", refused: "refused-title" };
 
 /** `{base}/s/{room}#t={token}` → where to connect and with what. */
 function parseLink(location) {
@@ -161,8 +162,10 @@ function setPhase(next) {
   state.phase = next;
   render();
   const focus = PHASE_FOCUS[next];
-  if (focus && !els.dialog.open) {
-    $(focus).focus({ preventScroll: false });
+  const active = document.activeElement;
+  const lost = active === null || active === document.body || active.closest("[hidden]");
+  if (focus && lost && !els.dialog.open) {
+    $(focus).focus();
   }
 }
 
@@ -304,8 +307,10 @@ function renderNotice() {
   const role = state.session?.role;
   const theirs = (state.session?.notices ?? []).filter((n) => n.by !== role);
   const latest = theirs.at(-1);
-  const visible = latest !== undefined && (state.phase === "lobby" || state.phase === "call"
-    || state.phase === "joining");
+  // Once they are in the call, their "running late" has served its purpose.
+  const waiting = state.phase === "lobby"
+    || ((state.phase === "call" || state.phase === "joining") && !state.peerPresent);
+  const visible = latest !== undefined && waiting;
   show(els.peerNotice, visible);
   if (visible) {
     els.peerNotice.textContent = t("late.peer", { name: otherName(), n: latest.minutes,
@@ -317,7 +322,9 @@ function renderControls() {
   els.code.textContent = state.code ?? (state.verifyFailed ? t("verify.notVerified")
     : "······");
   els.code.classList.toggle("failed", state.code === null && state.verifyFailed);
-  els.code.title = state.code === null && state.verifyFailed ? t("verify.problem") : "";
+  // The technical detail stays as verify.js words it, for support.
+  els.code.title = state.code === null && state.verifyFailed
+    ? `${t("verify.problem")} (${state.verifyProblem ?? "?"})` : "";
   const micOn = media.microphoneOn;
   els.mute.textContent = micOn ? t("call.mute") : t("call.unmute");
   els.mute.setAttribute("aria-pressed", String(!micOn));
@@ -412,13 +419,18 @@ function adoptSession(session) {
     state.clockOffset = serverNow - Date.now();
   }
   const refused = REFUSED_STATES[session.state];
-  if (refused && state.phase !== "call" && state.phase !== "joining") {
-    // In the call the server closes the socket itself (4403 / 4410) with its reason.
+  if (refused && (state.phase === "checking" || state.phase === "lobby")) {
+    // In the call the server closes the socket itself (4403 / 4410) with its reason;
+    // the end page stays, and says when the room has closed.
     refuse({ code: refused });
     return false;
   }
   if (session.role === "professional") {
     ensureBookingPanel();
+  }
+  if (session.ice_transport_policy === "relay") {
+    els.hideIp.checked = true;  // set for this client by the service: not theirs to undo
+    els.hideIp.disabled = true;
   }
   if (!state.roomOpen && session.state === "open") {
     openRoom();
@@ -427,8 +439,9 @@ function adoptSession(session) {
 }
 
 async function pollSession() {
-  if (state.phase === "refused") {
-    return;
+  const closed = state.session !== null && now() >= Date.parse(state.session.closes_at);
+  if (state.phase === "refused" || (state.phase === "ended" && closed)) {
+    return;  // nothing more can change for this page
   }
   const { session } = await fetchSession();
   if (session && state.phase !== "refused") {
@@ -530,8 +543,9 @@ async function testSpeaker() {
 async function testNetwork() {
   state.verdict = null;
   render();
+  const relayOnly = state.session?.ice_transport_policy === "relay" || els.hideIp.checked;
   const result = await checkNetwork({ iceServers: state.session?.ice_servers ?? [],
-    wsUrl: link.wsUrl });
+    wsUrl: link.wsUrl, relayOnly });
   state.verdict = result.verdict;
   render();
 }
@@ -1061,6 +1075,7 @@ function wireControls() {
     } else {
       sessionStorage.removeItem(hideIpKey);
     }
+    testNetwork();  // what the call will use has changed
   });
   els.speaker.addEventListener("click", testSpeaker);
   els.recheck.addEventListener("click", testNetwork);

@@ -126,6 +126,8 @@ const en = {
     + "your phone's).",
   "verdict.no_servers": "No relay server is configured: the call connects directly, which "
     + "works on most home networks; some office networks block it.",
+  "verdict.no_relay": "Hide my IP needs a relay server, which this service has not "
+    + "configured: the call cannot connect this way.",
   "verdict.unreachable": "The call server cannot be reached from this network. Check your "
     + "internet connection or firewall.",
 
@@ -337,6 +339,8 @@ const de = {
     + "zustande: Versuchen Sie ein anderes Netz (zum Beispiel das Ihres Telefons).",
   "verdict.no_servers": "Es ist kein Relay-Server eingerichtet: Das Gespräch verbindet sich "
     + "direkt, was in den meisten Heimnetzen funktioniert; manche Firmennetze blockieren es.",
+  "verdict.no_relay": "„IP-Adresse verbergen“ braucht einen Relay-Server, den dieser "
+    + "Dienst nicht eingerichtet hat: So kommt das Gespräch nicht zustande.",
   "verdict.unreachable": "Der Gesprächsserver ist aus diesem Netz nicht erreichbar. Prüfen "
     + "Sie Ihre Internetverbindung oder Firewall.",
 

@@ -27,7 +27,11 @@
 //   "blocked"      STUN and/or TURN configured but no srflx, no relay and no STUN answer:
 //                  UDP looks blocked and the relay is unusable;
 //   "no_servers"   no STUN or TURN configured: only host candidates are possible, so a
-//                  direct connection works on the same network only.
+//                  direct connection works on the same network only;
+//   "no_relay"     relay only was asked (Hide my IP) and no TURN server is configured:
+//                  the call cannot connect, and nothing is gathered at all.
+// With relayOnly the connection gathers relay candidates only (iceTransportPolicy
+// "relay"), as the call then will: "direct" cannot come out of it.
 // A STUN server that never answers keeps Chromium gathering well beyond any sensible
 // timeout (no icecandidateerror within 12 s), so "not complete" is how silence shows.
 // checkNetwork never throws for network conditions; it always closes what it opened.
@@ -262,13 +266,15 @@ function urlsOf(iceServers) {
  * @param {RTCIceServer[]} [options.iceServers]  as in welcome.ice_servers
  * @param {string} options.wsUrl  the signalling WebSocket (it is opened and closed only)
  * @param {number} [options.timeoutMs]  for each of the two probes, which run together
+ * @param {boolean} [options.relayOnly]  check the relay only, as a Hide my IP call uses
  * Throws only what is no network condition: NotSupportedError without WebRTC, and the
  * RTCPeerConnection constructor's own errors for malformed iceServers.
  * @returns {Promise<{ verdict: string, details: { host: number, srflx: number,
  *   relay: number, stunConfigured: boolean, turnConfigured: boolean,
  *   serverReachable: boolean } }>}
  */
-export async function checkNetwork({ iceServers = [], wsUrl, timeoutMs = 6000 } = {}) {
+export async function checkNetwork({ iceServers = [], wsUrl, timeoutMs = 6000,
+  relayOnly = false } = {}) {
   if (typeof RTCPeerConnection === "undefined") {
     throw error("NotSupportedError", "WebRTC is not available");
   }
@@ -277,9 +283,14 @@ export async function checkNetwork({ iceServers = [], wsUrl, timeoutMs = 6000 } 
   const turnConfigured = urls.some((url) => /^turns?:/i.test(url));
   const answersStunOverUdp = urls.some((url) => /^stun:/i.test(url)
     || (/^turn:/i.test(url) && !/[?&]transport=tcp\b/i.test(url)));
+  if (relayOnly && !turnConfigured) {
+    const serverReachable = await probeServer(wsUrl, timeoutMs);
+    return { verdict: serverReachable ? "no_relay" : "unreachable", details: { host: 0,
+      srflx: 0, relay: 0, stunConfigured, turnConfigured, serverReachable } };
+  }
   const [serverReachable, gathered] = await Promise.all([
     probeServer(wsUrl, timeoutMs),
-    gather(iceServers ?? [], timeoutMs),
+    gather(iceServers ?? [], timeoutMs, relayOnly ? "relay" : "all"),
   ]);
   const { host, srflx, relay } = gathered.counts;
   const details = { host, srflx, relay, stunConfigured, turnConfigured, serverReachable };
@@ -326,11 +337,11 @@ function probeServer(wsUrl, timeoutMs) {
 }
 
 /** Candidate counts by type from a throwaway connection, which is always closed. */
-async function gather(iceServers, timeoutMs) {
+async function gather(iceServers, timeoutMs, iceTransportPolicy) {
   const counts = { host: 0, srflx: 0, relay: 0 };
   let serverFailed = false;
   let timer;
-  const pc = new RTCPeerConnection({ iceServers, iceCandidatePoolSize: 0 });
+  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, iceCandidatePoolSize: 0 });
   try {
     const complete = new Promise((resolve) => {
       pc.onicecandidate = ({ candidate }) => {
