@@ -19,7 +19,8 @@ it). A connected moment is *audio-only* when any party whose last report is
 ``media_connected`` said it sends no video (reason ``audio_only``): then at least one
 direction carries no picture. Every other connected moment is *video*.
 ``video_seconds`` and ``audio_only_seconds`` are those moments inside the window, in
-whole seconds, rounded down. A ``technical_failure`` record's explanation names the
+whole seconds, rounded down (events at one instant count joined, then media, then
+left, as the room makes them). A ``technical_failure`` record's explanation names the
 causes the peers gave in ``media_failed`` (``FAILURE_SENTENCES``), or says none did.
 
 Rules (``RULE_VERSION``), for the booking's window
@@ -583,12 +584,18 @@ def _media_split(
     horizon: datetime,
 ) -> tuple[timedelta, timedelta]:
     """``(video, audio_only)``: the connected time both were together, by the module's
-    definition, from ``events`` in replay order up to ``horizon``."""
+    definition, from ``events`` up to ``horizon``.
+
+    Events at the same instant are taken joined first, then media, then left: the order
+    signalling's room makes them in (media only while present), whatever their ids say.
+    """
     # Each role's last media report: None (not connected) or whether it sends video.
     sends_video: dict[Role, bool | None] = {role: None for role in Role}
     video = audio_only = timedelta()
     cursor = window_start
-    for event in [*events, None]:
+    causal = sorted(events, key=lambda event: (event.at, _SAME_INSTANT_RANK.get(event.kind, 1),
+                                               event.event_id))
+    for event in [*causal, None]:
         until = horizon if event is None else min(max(event.at, window_start), horizon)
         if until > cursor:
             reports = [flag for flag in sends_video.values() if flag is not None]
@@ -607,6 +614,9 @@ def _media_split(
                             EventKind.LEFT, EventKind.JOINED):
             sends_video[event.role] = None
     return video, audio_only
+
+
+_SAME_INSTANT_RANK = {EventKind.JOINED: 0, EventKind.LEFT: 2}
 
 
 def _together_within(professional: PartyAttendance, client: PartyAttendance,

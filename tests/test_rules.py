@@ -978,6 +978,24 @@ def test_video_and_audio_only_seconds(steps: tuple[Step, ...], video_seconds: in
         video_seconds, audio_only_seconds)
 
 
+@pytest.mark.parametrize("ids", [("a", "b", "c", "d"), ("d", "c", "b", "a")],
+                         ids=["joined-id-first", "media-id-first"])
+def test_same_instant_events_count_in_causal_order_whatever_their_ids(
+        ids: tuple[str, str, str, str]) -> None:
+    """A join and a media report at one instant (event ids are hashes): the join comes
+    first, and a report and a left at one instant: the report counts until the left."""
+    def ev(event_id: str, role: Role, kind: EventKind, when: datetime,
+           reason: str | None = None) -> AttendanceEvent:
+        return AttendanceEvent(EventId(event_id), BookingId("b1"), role, kind, when, reason)
+    events = [ev("p", PRO, JOINED, at(10, 0)), ev(ids[0], CLI, JOINED, at(10, 0)),
+              ev(ids[1], CLI, MEDIA, at(10, 0), "audio_only"),
+              ev(ids[2], PRO, MEDIA, at(10, 1), "video"),
+              ev(ids[3], PRO, LEFT, at(10, 1)), ev("z", PRO, JOINED, at(10, 1)),
+              ev("zz", PRO, LEFT, at(10, 2))]
+    record = evaluate(booking(), events, FINAL_AT, WINDOWS)
+    assert (record.video_seconds, record.audio_only_seconds) == (0, 120)
+
+
 def test_a_connected_record_still_open_counts_up_to_now() -> None:
     """While both are still in, the split counts up to now, like together_seconds."""
     steps = (*BOTH_IN, (PRO, MEDIA, at(10, 0), "audio_only"), (CLI, MEDIA, at(10, 0), "video"),
