@@ -237,3 +237,13 @@ def test_error_and_encode_shapes() -> None:
 def test_rfc3339_is_utc_with_z(when: datetime) -> None:
     """Times on the wire are whole seconds in UTC with a Z."""
     assert rfc3339(when) == "2026-11-23T10:00:05Z"
+
+
+def test_the_gate_knows_every_cause_the_wire_allows() -> None:
+    """signalling's MEDIA_CAUSES and the gate's FAILURE_CAUSES are the same set, and the
+    rules have a sentence for each (booking_gate imports nothing of signalling)."""
+    from booking_gate.model import FAILURE_CAUSES
+    from booking_gate.rules import FAILURE_SENTENCES
+
+    assert MEDIA_CAUSES == FAILURE_CAUSES
+    assert set(FAILURE_SENTENCES) == set(MEDIA_CAUSES)
