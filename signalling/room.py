@@ -10,7 +10,7 @@ Invariants:
   ``media_connected`` (reason ``video`` or ``audio_only``) when the path comes up or,
   while it is up, when the party starts or stops sending video; ``media_disconnected``
   when it goes down; ``media_failed`` (reason: the cause, or none) when it fails, once
-  per cause in a row;
+  per cause until the path connects again (or a new stay begins);
 - connection ids name the node that holds the socket (``node_of``), so a room shared by
   several nodes (a registry in Redis) knows where each party is;
 - ``polite`` is never given to a peer that cannot roll back an offer, except between
@@ -310,7 +310,7 @@ class Room:
                 return []
             party.media_connected, party.media_failed, party.cause = False, True, cause
             return [Attend(role, "media_failed", now, cause)]
-        party.media_failed, party.cause = False, None
+        # A failure stays the last word until the path connects or a new stay begins.
         if not party.media_connected:
             return []
         party.media_connected = False

@@ -319,7 +319,8 @@ def test_a_change_of_video_while_connected_is_an_attendance_fact() -> None:
 
 def test_a_failure_is_reported_with_its_cause_once_per_cause() -> None:
     """failed with a cause is media_failed with the cause as reason; the same cause
-    again is swallowed, a new one or a failure after a disconnect is reported."""
+    again is swallowed (a disconnect between changes nothing), a new one is reported,
+    and after a connection the same one is news again."""
     room = Room("r1")
     join(room, CLI, 1)
     reported = [room.media(CLI, "failed", at(i), cause=cause) for i, cause in enumerate(
@@ -328,8 +329,10 @@ def test_a_failure_is_reported_with_its_cause_once_per_cause() -> None:
                         [Attend(CLI, "media_failed", at(2))],
                         [Attend(CLI, "media_failed", at(3), "no_candidate_pair")]]
     assert room.media(CLI, "disconnected", at(4)) == []
-    assert room.media(CLI, "failed", at(5), cause="no_candidate_pair") == [
-        Attend(CLI, "media_failed", at(5), "no_candidate_pair")]
+    assert room.media(CLI, "failed", at(5), cause="no_candidate_pair") == []
+    room.media(CLI, "connected", at(6))
+    assert room.media(CLI, "failed", at(7), cause="no_candidate_pair") == [
+        Attend(CLI, "media_failed", at(7), "no_candidate_pair")]
 
 
 def test_a_failure_while_connected_ends_the_connection() -> None:
@@ -494,16 +497,20 @@ class RoomMachine(RuleBasedStateMachine):
     def joined_and_left_alternate(self) -> None:
         for role in Role:
             interval_open, opened_at = False, T0
+            last_media: tuple[str, str | None] | None = None
             for fact in self.attended[role]:
                 if fact.kind == "joined":
                     assert not interval_open, "two joined without a left between"
-                    interval_open, opened_at = True, fact.at
+                    interval_open, opened_at, last_media = True, fact.at, None
                 elif fact.kind == "left":
                     assert interval_open, "left without a joined"
                     assert fact.at >= opened_at
                     interval_open = False
                 else:
                     assert interval_open, "media fact outside an interval"
+                    # A media fact always says something new about the party.
+                    assert (fact.kind, fact.reason) != last_media, "repeated media fact"
+                    last_media = (fact.kind, fact.reason)
             assert interval_open is (self.room.state(role) is not ABSENT)
 
 
@@ -512,4 +519,5 @@ RoomMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow])
 TestRoomSequences = RoomMachine.TestCase
 TestRoomSequences.__doc__ = (
-    "After any event sequence: one connection per role, joined/left alternate.")
+    "After any event sequence: one connection per role, joined/left alternate, media "
+    "facts only inside an interval and never twice the same in a row.")
