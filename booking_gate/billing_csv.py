@@ -26,7 +26,7 @@ CONTENT_TYPE = "text/csv"
 HEADER = (
     "booking_id", "professional_id", "professional_name", "client_id", "hub_id",
     "starts_at", "ends_at", "booked_minutes", "outcome", "billable", "payer",
-    "together_minutes", "rule_version", "explanation",
+    "together_minutes", "rule_version", "explanation", "video_seconds", "audio_only_seconds",
 )
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
@@ -39,7 +39,9 @@ def neutralise(cell: str) -> str:
 def row(booking: Booking, record: Mapping[str, Any], professional_name: str | None
         ) -> list[str]:
     """One booking's line: minutes are whole minutes, rounded down; a pending record has
-    an empty outcome and payer and ``billable`` false."""
+    an empty outcome and payer and ``billable`` false. The two media columns, added last
+    (rules 2) so that column positions readers rely on stay, are whole seconds: 0 for a
+    record that predates them."""
     booked = int((booking.ends_at - booking.starts_at).total_seconds()) // 60
     cells = [
         booking.booking_id, booking.professional_id, professional_name or "",
@@ -48,6 +50,8 @@ def row(booking: Booking, record: Mapping[str, Any], professional_name: str | No
         str(record.get("outcome") or ""), "true" if record.get("billable") else "false",
         str(record.get("payer") or ""), str(int(record.get("together_seconds") or 0) // 60),
         str(record.get("rule_version") or ""), str(record.get("explanation") or ""),
+        str(int(record.get("video_seconds") or 0)),
+        str(int(record.get("audio_only_seconds") or 0)),
     ]
     return [neutralise(cell) for cell in cells]
 

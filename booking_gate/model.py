@@ -67,10 +67,22 @@ class EventKind(enum.StrEnum):
 
     JOINED = "joined"
     LEFT = "left"
+    # ``reason`` "video" or "audio_only": whether this party sends video. A new one while
+    # connected means the party started or stopped sending video. None (signalling
+    # older than rules 2): video.
     MEDIA_CONNECTED = "media_connected"
     MEDIA_DISCONNECTED = "media_disconnected"
+    # The party's media path could not be set up; ``reason`` is the cause the peer
+    # named (``FAILURE_CAUSES``), or None when it named none.
+    MEDIA_FAILED = "media_failed"
     RUNNING_LATE = "running_late"
 
+
+# ``media_connected`` reasons (``EventKind.MEDIA_CONNECTED``).
+VIDEO, AUDIO_ONLY = "video", "audio_only"
+# The causes a ``media_failed`` event may name (signalling.messages.MEDIA_CAUSES).
+FAILURE_CAUSES = ("no_candidate_pair", "no_relay_candidate", "dtls_failed",
+                  "permission_denied", "unknown")
 
 # The kinds a signalling node may report (``GateService.ingest``): not the notices.
 REPORTED_KINDS = frozenset(EventKind) - {EventKind.RUNNING_LATE}

@@ -14,6 +14,7 @@ from typing import Any
 from booking_gate.billing_csv import HEADER as CSV_HEADER
 from booking_gate.lobby import MAX_NOTICES, RUNNING_LATE_MINUTES, SessionState
 from booking_gate.model import (
+    FAILURE_CAUSES,
     REPORTED_KINDS,
     BookingStatus,
     EventKind,
@@ -211,7 +212,10 @@ def _schemas() -> Schema:
     # Signalling reports these; running_late is the gate's own (POST .../running-late).
     reported = {"type": "string", "enum": [k.value for k in EventKind if k in REPORTED_KINDS]}
     event = {"event_id": id_, "booking_id": id_, "role": role, "kind": reported,
-             "at": _time("server clock"), "reason": _nullable(_text(64))}
+             "at": _time("server clock"), "reason": _nullable(_text(
+                 64, description="media_connected: `video` or `audio_only` (whether this "
+                 "party sends video; null is video); media_failed: the cause the peer "
+                 f"named ({', '.join(FAILURE_CAUSES)}) or null; left: why"))}
     return {
         "Id": {"type": "string", "pattern": ID_PATTERN,
                "description": "An identifier chosen by the booking system."},
@@ -259,6 +263,14 @@ def _schemas() -> Schema:
             "parties": _object({"professional": _ref("PartyAttendance"),
                                 "client": _ref("PartyAttendance")}),
             "together_seconds": _integer(0), "media_connected": {"type": "boolean"},
+            "video_seconds": {**_integer(0), "description": (
+                "Seconds both were present with the media path connected and every "
+                "connected party sending video (docs/attendance.md). 0 in records "
+                "finalised under carecall-rules/1, which did not measure it.")},
+            "audio_only_seconds": {**_integer(0), "description": (
+                "Seconds both were present with the media path connected while a "
+                "connected party sent no video. video_seconds + audio_only_seconds <= "
+                "together_seconds. 0 under carecall-rules/1.")},
             "notices": {"type": "array", "items": _ref("Notice"),
                         "description": "The parties' running-late notices inside the "
                         "booking's window, oldest first. Never presence."},
@@ -266,7 +278,8 @@ def _schemas() -> Schema:
                           "description": "Audit trail, oldest first."},
         }, tuple(name for name in (
             "booking_id", "status", "outcome", "billable", "payer", "rule_version",
-            "explanation", "parties", "together_seconds", "media_connected", "notices"))),
+            "explanation", "parties", "together_seconds", "media_connected",
+            "video_seconds", "audio_only_seconds", "notices"))),
         "Notice": _object({
             "by": role, "kind": {"type": "string", "enum": [EventKind.RUNNING_LATE.value]},
             "minutes": {"type": "integer", "enum": list(RUNNING_LATE_MINUTES)},

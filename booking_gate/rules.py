@@ -9,7 +9,19 @@ Invariants:
   briefly or late (even for zero seconds): it is never reported as a no-show;
 - a ``pending`` record has no outcome, is not billable and has no payer;
 - notices (``running_late``) are carried in the record but are never presence: a party
-  who only said they are running late and never joined is a no-show.
+  who only said they are running late and never joined is a no-show;
+- ``video_seconds + audio_only_seconds <= together_seconds``.
+
+How the session was held (rules 2). A moment is *connected* when both parties are in
+the room and at least one of them last reported its media path ``media_connected``
+(since its last ``joined``; ``media_disconnected``, ``media_failed`` and ``left`` end
+it). A connected moment is *audio-only* when any party whose last report is
+``media_connected`` said it sends no video (reason ``audio_only``): then at least one
+direction carries no picture. Every other connected moment is *video*.
+``video_seconds`` and ``audio_only_seconds`` are those moments inside the window, in
+whole seconds, rounded down (events at one instant count joined, then media, then
+left, as the room makes them). A ``technical_failure`` record's explanation names the
+causes the peers gave in ``media_failed`` (``FAILURE_SENTENCES``), or says none did.
 
 Rules (``RULE_VERSION``), for the booking's window
 ``[starts_at - join_early, ends_at + overrun]``::
@@ -46,6 +58,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from booking_gate.model import (
+    AUDIO_ONLY,
     AttendanceEvent,
     Booking,
     BookingId,
@@ -60,7 +73,7 @@ from booking_gate.model import (
     Source,
 )
 
-RULE_VERSION = "carecall-rules/1"
+RULE_VERSION = "carecall-rules/2"
 HUB_NOTICE_HOURS = 24
 LATE_CANCELLATION_NOTICE = timedelta(hours=HUB_NOTICE_HOURS)
 
@@ -146,6 +159,9 @@ class AttendanceRecord:
     media_connected: bool
     # The parties' notices up to the window's end, oldest first.
     notices: tuple[Notice, ...] = ()
+    # Together with the media path connected, with and without video both ways.
+    video_seconds: int = 0
+    audio_only_seconds: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The attendance record exactly as docs/contract.md section 3 shapes it."""
@@ -163,8 +179,21 @@ class AttendanceRecord:
             },
             "together_seconds": self.together_seconds,
             "media_connected": self.media_connected,
+            "video_seconds": self.video_seconds,
+            "audio_only_seconds": self.audio_only_seconds,
             "notices": [notice.to_json() for notice in self.notices],
         }
+
+
+# Fields a stored record finalised under an older ``rule_version`` may lack, and what the
+# API shows for them: rules 1 did not measure how the session was held.
+STORED_DEFAULTS: dict[str, Any] = {"video_seconds": 0, "audio_only_seconds": 0}
+
+
+def stored_record(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored final record as the API returns it: fields it predates filled in."""
+    return {**data, **{key: value for key, value in STORED_DEFAULTS.items()
+                       if key not in data}}
 
 
 class CreditEffect(enum.StrEnum):
@@ -279,11 +308,15 @@ def explain(
     *,
     cancellation: Cancellation | None = None,
     final_at: datetime | None = None,
+    failures: Sequence[tuple[Role, str | None]] | None = None,
 ) -> str:
     """One human sentence saying why a record has ``outcome`` and what it costs.
 
     ``outcome`` None is a pending record; ``final_at`` then says when it will be
     final at the latest. ``cancellation`` details the two cancelled outcomes.
+    ``failures``, for a technical failure, are the ``(role, cause)`` the peers reported
+    (``failures_of``): the sentence names them, or says that nobody reported one when
+    empty (None: not known, the sentence is silent about causes).
     """
     if outcome is None:
         if final_at is None:
@@ -296,7 +329,48 @@ def explain(
         situation = _cancellation_situation(cancellation)
     else:
         situation = _ATTENDANCE_SITUATIONS[outcome]
+        if outcome is Outcome.TECHNICAL_FAILURE and failures is not None:
+            situation += _failure_clause(failures)
     return f"{situation}, so {_consequence(outcome, funding)}."
+
+
+# What each cause a peer reports means, in words that blame nobody; ``{role}`` is the
+# party whose device reported it.
+FAILURE_SENTENCES = {
+    "no_relay_candidate": ("the {role}'s device could connect only through a relay server "
+                           "(Hide my IP) and no relay server was available"),
+    "no_candidate_pair": ("the {role}'s device found no network path to the other device: "
+                          "the networks between them blocked a direct connection and no "
+                          "relay server got through"),
+    "dtls_failed": ("the {role}'s device reached the other device but the encrypted media "
+                    "connection could not be set up"),
+    "permission_denied": "the {role}'s device was not allowed to use the camera or microphone",
+    "unknown": "the {role}'s device reported a failure without knowing its cause",
+}
+
+
+def failures_of(events: Sequence[AttendanceEvent], window_start: datetime,
+                window_end: datetime) -> tuple[tuple[Role, str], ...]:
+    """The distinct ``(role, cause)`` of the ``media_failed`` events in the window, in
+    the order first reported; a missing or unrecognised cause is ``unknown``, and a
+    role's ``unknown`` is left out when that role also named a cause."""
+    found: list[tuple[Role, str]] = []
+    for event in sorted(events, key=lambda event: (event.at, event.event_id)):
+        if event.kind is EventKind.MEDIA_FAILED and window_start <= event.at <= window_end:
+            cause = event.reason if event.reason in FAILURE_SENTENCES else "unknown"
+            if (event.role, cause) not in found:
+                found.append((event.role, cause))
+    named = {role for role, cause in found if cause != "unknown"}
+    return tuple((role, cause) for role, cause in found
+                 if cause != "unknown" or role not in named)
+
+
+def _failure_clause(failures: Sequence[tuple[Role, str | None]]) -> str:
+    if not failures:
+        return " and neither device reported why"
+    sentences = [FAILURE_SENTENCES.get(cause or "unknown", FAILURE_SENTENCES["unknown"])
+                 .format(role=role.value) for role, cause in failures]
+    return ": " + "; ".join(sentences)
 
 
 def evaluate(
@@ -337,6 +411,7 @@ def evaluate(
         event.kind is EventKind.MEDIA_CONNECTED and window_start <= event.at <= window_end
         for event in ordered
     )
+    video, audio_only = _media_split(ordered, professional, client, window_start, horizon)
 
     status = RecordStatus.FINAL
     outcome: Outcome | None
@@ -364,12 +439,15 @@ def evaluate(
         payer=payer,
         rule_version=RULE_VERSION,
         explanation=explain(
-            outcome, booking.funding, cancellation=booking.cancellation, final_at=window_end
+            outcome, booking.funding, cancellation=booking.cancellation, final_at=window_end,
+            failures=failures_of(ordered, window_start, window_end),
         ),
         professional=professional,
         client=client,
         together_seconds=_whole_seconds(together),
         media_connected=media_connected,
+        video_seconds=_whole_seconds(video),
+        audio_only_seconds=_whole_seconds(audio_only),
         # A notice may come before the room opens ("I'll be late" an hour ahead); none
         # can come after it closes.
         notices=tuple(notice for notice in notices_of(ordered) if notice.at <= window_end),
@@ -496,6 +574,62 @@ def _party(
         present_seconds=_whole_seconds(present),
         intervals=intervals,
     )
+
+
+def _media_split(
+    events: Sequence[AttendanceEvent],
+    professional: PartyAttendance,
+    client: PartyAttendance,
+    window_start: datetime,
+    horizon: datetime,
+) -> tuple[timedelta, timedelta]:
+    """``(video, audio_only)``: the connected time both were together, by the module's
+    definition, from ``events`` up to ``horizon``.
+
+    Events at the same instant are taken joined first, then media, then left: the order
+    signalling's room makes them in (media only while present), whatever their ids say.
+    """
+    # Each role's last media report: None (not connected) or whether it sends video.
+    sends_video: dict[Role, bool | None] = {role: None for role in Role}
+    video = audio_only = timedelta()
+    cursor = window_start
+    causal = sorted(events, key=lambda event: (event.at, _SAME_INSTANT_RANK.get(event.kind, 1),
+                                               event.event_id))
+    for event in [*causal, None]:
+        until = horizon if event is None else min(max(event.at, window_start), horizon)
+        if until > cursor:
+            reports = [flag for flag in sends_video.values() if flag is not None]
+            if reports:
+                span = _together_within(professional, client, cursor, until)
+                if all(reports):
+                    video += span
+                else:
+                    audio_only += span
+            cursor = until
+        if event is None:
+            break
+        if event.kind is EventKind.MEDIA_CONNECTED:
+            sends_video[event.role] = event.reason != AUDIO_ONLY
+        elif event.kind in (EventKind.MEDIA_DISCONNECTED, EventKind.MEDIA_FAILED,
+                            EventKind.LEFT, EventKind.JOINED):
+            sends_video[event.role] = None
+    return video, audio_only
+
+
+_SAME_INSTANT_RANK = {EventKind.JOINED: 0, EventKind.LEFT: 2}
+
+
+def _together_within(professional: PartyAttendance, client: PartyAttendance,
+                     start: datetime, end: datetime) -> timedelta:
+    """How long both parties were present within ``[start, end)``."""
+    total = timedelta()
+    for mine in professional.intervals:
+        for theirs in client.intervals:
+            lo = max(mine.start, theirs.start, start)
+            hi = min(end if mine.end is None else mine.end,
+                     end if theirs.end is None else theirs.end, end)
+            total += max(hi - lo, timedelta())
+    return total
 
 
 def _clip(interval: Interval, window_start: datetime, window_end: datetime) -> Interval | None:

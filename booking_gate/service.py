@@ -678,7 +678,8 @@ class GateService:
                       stored: dict[str, Any] | None = None) -> dict[str, Any]:
         """The booking's attendance record, finalising (and settling credit) when due."""
         if stored is not None:
-            return stored
+            # A record finalised under older rules lacks their newer fields.
+            return rules.stored_record(stored)
         if events is None:
             events = (await self.store.events_for([booking.booking_id]))[booking.booking_id]
         record = rules.evaluate(booking, events, now, self.windows,

@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default), or a media file read with PyAV")
     parser.add_argument("--no-audio", action="store_true",
                         help="send no audio (default: a 440 Hz tone, or the file's audio)")
+    parser.add_argument("--audio-only", action="store_true",
+                        help="send no video (the other party's video is still received), "
+                             "and report video false, so attendance counts the session "
+                             "as audio-only")
     parser.add_argument("--record", metavar="PATH",
                         help="write the media received from the other party to PATH "
                              "(container chosen by the extension, e.g. .mp4, .mkv, .wav)")
@@ -227,7 +231,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         peer = Peer(read_link(args), video=args.video, audio=not args.no_audio,
-                    relay_only=args.relay_only,
+                    relay_only=args.relay_only, audio_only=args.audio_only,
                     record=args.record, notify=_say)
     except (UsageError, PeerError) as error:
         _say(str(error))

@@ -44,6 +44,7 @@ from av import VideoFrame
 from peer.connections import Connections
 from peer.media import FrameClock, SyntheticVideoTrack, ToneAudioTrack, read_counter
 from peer.verification import COMMIT, REVEAL, VerificationError, Verifier
+from signalling import messages
 from signalling.errors import CloseCode
 from signalling.messages import MAX_MESSAGE_BYTES
 
@@ -169,12 +170,29 @@ NO_RELAY = ("relay only: the server offers no TURN server; Hide my IP needs a re
             "rather than show its address")
 
 
+def failure_cause(ice_state: str, relay_only: bool, local_sdp: str | None) -> str:
+    """The ``media`` ``cause`` (``signalling.messages.MEDIA_CAUSES``) of a peer connection
+    whose ``connectionState`` is ``failed``.
+
+    aiortc fails the connection when its ICE transport or its DTLS transport fails: ICE
+    still ``failed`` means no candidate pair worked, and a relay-only peer that offered no
+    relay candidate (aiortc puts every gathered candidate in its SDP: it never trickles)
+    never had one to try; otherwise ICE had connected and DTLS failed.
+    """
+    if ice_state != "failed":
+        return "dtls_failed"
+    if relay_only and not any(line.startswith("a=candidate") and " typ relay" in line
+                              for line in (local_sdp or "").splitlines()):
+        return "no_relay_candidate"
+    return "no_candidate_pair"
+
+
 class Peer:
     """One party of a room. ``async with Peer(link) as peer: await peer.wait_connected()``."""
 
     def __init__(self, link: str, *, video: str = "synthetic", audio: bool = True,
                  record: str | None = None, notify: Callable[[str], None] | None = None,
-                 relay_only: bool = False) -> None:
+                 relay_only: bool = False, audio_only: bool = False) -> None:
         self.ws_url, self.room_id, self.token = parse_link(link)
         scheme, _, rest = self.ws_url.partition("://")
         # The server's origin, safe to print: the token is never part of it.
@@ -184,6 +202,8 @@ class Peer:
         self.role: str | None = None
         self.polite = False
         self._video, self._audio, self._record = video, audio, record
+        # Send no video track (still receive the other party's); ``media`` says video false.
+        self.audio_only = audio_only
         # Offer only TURN relay candidates: the other party never learns our address.
         self.relay_only = relay_only
         self._frame_clock = FrameClock()
@@ -449,6 +469,9 @@ class Peer:
                 str(url).startswith(("turn:", "turns:")) for server in self._ice
                 for url in ([server.urls] if isinstance(server.urls, str) else server.urls)):
             self.failure = PeerError(NO_RELAY)
+            # For attendance: this party's media path could not be set up, and why.
+            await self._send(messages.media("failed", video=not self.audio_only,
+                                            cause="no_relay_candidate"))
             self._done.set()
             return
         if msg.get("peer_present") and not self._media_alive() and not self.polite:
@@ -483,7 +506,12 @@ class Peer:
         self._stats.connections += 1
         assert self.role is not None
         self._verifier = Verifier(self.role)
-        pc.addTrack(self._video_track())
+        if self.audio_only:
+            # No video of ours, but an m-line to receive the other party's (an offer
+            # without one would get no video back; JSEP 5.2.1).
+            pc.addTransceiver("video", direction="recvonly")
+        else:
+            pc.addTrack(self._video_track())
         if self._audio:
             if self._player is not None and self._player.audio is not None:
                 pc.addTrack(self._relay.subscribe(self._player.audio))
@@ -510,12 +538,17 @@ class Peer:
                 self._connected.set()
                 if self._recorder is not None and self._stats.connections == 1:
                     await self._recorder.start()
-                await self._send({"type": "media", "state": "connected"})
+                await self._send(messages.media("connected", video=not self.audio_only))
                 if self._verifier is not None:
                     await self._send(self._verifier.commit_message())
                     await self._maybe_reveal()
             elif state == "failed":
-                await self._send({"type": "media", "state": "disconnected"})
+                local = pc.localDescription
+                cause = failure_cause(pc.iceConnectionState, self.relay_only,
+                                      None if local is None else local.sdp)
+                self._stats.events.append(f"media failed: {cause}")
+                await self._send(messages.media("failed", video=not self.audio_only,
+                                                cause=cause))
                 if not self.polite:
                     self._spawn(self._recover())
 

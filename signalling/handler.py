@@ -386,7 +386,7 @@ async def _dispatch(conn: Connection, request: web.Request,
                     await conn.send(messages.error("peer_absent",
                                                    "the other party is not here"))
             case messages.Media():
-                await hub.media(conn, parsed.connected)
+                await hub.media(conn, parsed)
             case messages.Bye():
                 conn.closed_by_server = True
                 try:

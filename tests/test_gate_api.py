@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import update
 
+from booking_gate.appkeys import SERVICE
+from booking_gate.db import schema as t
 from tests.conftest import AUTH, FakeClock, GateClient, booking_body, seed_people
 
 
@@ -235,6 +239,37 @@ async def test_brief_client_join_completes_and_consumes_the_credit(
     assert record["parties"]["client"]["present_seconds"] == 5
     assert await credits(gate) == {"client_id": "cli-1", "hub_id": "acme", "balance": 0,
                                    "reserved": 0}
+
+
+async def test_signalling_reports_media_failed_and_audio_only_over_http(
+        gate: GateClient, clock: FakeClock) -> None:
+    """POST /api/v1/attendance/events takes media_failed with its cause and
+    media_connected with audio_only; the record splits the time and a record stored
+    without the new fields (rules 1) reads them as 0."""
+    await seed_people(gate, credits=2)
+    start = clock.now
+    await put_booking(gate, "b-1", booking_body(start))
+    at = [start + timedelta(seconds=s) for s in (0, 1, 2, 10, 70, 100)]
+    await ingest(gate, [
+        event("e1", "professional", "joined", at[0]), event("e2", "client", "joined", at[1]),
+        {**event("e3", "client", "media_failed", at[2]), "reason": "no_candidate_pair"},
+        {**event("e4", "client", "media_connected", at[3]), "reason": "audio_only"},
+        {**event("e5", "client", "media_connected", at[4]), "reason": "video"},
+        event("e6", "client", "left", at[5])])
+    clock.advance(hours=2)
+    record = await (await gate.get("/api/v1/bookings/b-1/attendance", headers=AUTH)).json()
+    assert (record["outcome"], record["rule_version"]) == ("completed", "carecall-rules/2")
+    assert (record["audio_only_seconds"], record["video_seconds"]) == (60, 30)
+
+    old = {key: value for key, value in record.items()
+           if key not in ("video_seconds", "audio_only_seconds", "overrides")}
+    async with gate.app[SERVICE].store.engine.begin() as conn:
+        await conn.execute(update(t.attendance_records).where(
+            t.attendance_records.c.booking_id == "b-1").values(
+            record=json.dumps({**old, "rule_version": "carecall-rules/1"})))
+    again = await (await gate.get("/api/v1/bookings/b-1/attendance", headers=AUTH)).json()
+    assert (again["rule_version"], again["video_seconds"], again["audio_only_seconds"]) == (
+        "carecall-rules/1", 0, 0)
 
 
 async def test_override_is_audited_and_moves_the_credit(gate: GateClient, clock: FakeClock) -> None:

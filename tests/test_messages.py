@@ -10,6 +10,7 @@ import pytest
 
 from signalling.errors import BadToken, CloseCode, ProtocolError
 from signalling.messages import (
+    MEDIA_CAUSES,
     Bye,
     Extension,
     Hello,
@@ -17,11 +18,15 @@ from signalling.messages import (
     Signal,
     encode,
     error,
+    media,
     parse,
     relayed,
     rfc3339,
 )
 
+CAUSE_MESSAGE = ("'cause' must be a snake_case name of at most 32 characters, one of "
+                 "no_candidate_pair, no_relay_candidate, dtls_failed, permission_denied, "
+                 "unknown")
 OFFER = {"type": "offer", "sdp": "v=0\r\n"}
 CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.1 5000 typ host",
              "sdpMid": "0", "sdpMLineIndex": 0}
@@ -69,9 +74,27 @@ def text(obj: Any) -> str:
     (text({"type": "signal", "candidate": {"sdpMid": "0"}}),
      "'candidate.candidate' must be a string", "malformed_message"),
     (text({"type": "media", "state": "up"}),
-     "'state' must be one of connected, disconnected (got 'up')", "malformed_message"),
+     "'state' must be one of connected, disconnected, failed (got 'up')",
+     "malformed_message"),
     (text({"type": "media"}),
-     "'state' must be one of connected, disconnected (got None)", "malformed_message"),
+     "'state' must be one of connected, disconnected, failed (got None)",
+     "malformed_message"),
+    (text({"type": "media", "state": "connected", "video": "yes"}),
+     "'video' must be true or false", "malformed_message"),
+    (text({"type": "media", "state": "connected", "video": None}),
+     "'video' must be true or false", "malformed_message"),
+    (text({"type": "media", "state": "connected", "cause": "unknown"}),
+     "'cause' is only allowed with state failed", "malformed_message"),
+    (text({"type": "media", "state": "failed", "cause": 3}), CAUSE_MESSAGE,
+     "malformed_message"),
+    (text({"type": "media", "state": "failed", "cause": ""}), CAUSE_MESSAGE,
+     "malformed_message"),
+    (text({"type": "media", "state": "failed", "cause": "x" * 33}), CAUSE_MESSAGE,
+     "malformed_message"),
+    (text({"type": "media", "state": "failed", "cause": "No Relay"}), CAUSE_MESSAGE,
+     "malformed_message"),
+    (text({"type": "media", "state": "failed", "cause": "caf\u00e9"}), CAUSE_MESSAGE,
+     "malformed_message"),
     (text({"type": "hello", "token": "t", "agent": "firefox"}),
      "'agent' must be one of browser, aiortc (got 'firefox')", "malformed_message"),
     (text({"type": "hello", "token": "t", "can_rollback": "yes"}),
@@ -85,7 +108,10 @@ def text(obj: Any) -> str:
     "type-not-string", "type-null", "unknown-type", "x-type-too-long", "signal-neither",
     "signal-both", "description-not-object", "description-bad-type", "description-no-type",
     "description-no-sdp", "description-sdp-not-string", "candidate-not-object",
-    "candidate-without-candidate", "media-bad-state", "media-no-state", "hello-bad-agent",
+    "candidate-without-candidate", "media-bad-state", "media-no-state",
+    "media-video-not-bool", "media-video-null", "media-cause-without-failed",
+    "media-cause-not-string", "media-cause-empty", "media-cause-too-long",
+    "media-cause-not-snake-case", "media-cause-not-ascii", "hello-bad-agent",
     "hello-bad-can-rollback", "hello-resume-not-string", "hello-resume-too-long",
 ])
 def test_malformed_frames_are_refused_with_an_exact_message(frame: str | bytes, message: str,
@@ -127,6 +153,15 @@ def test_a_token_of_4096_characters_is_accepted() -> None:
     assert isinstance(parsed, Hello) and parsed.token == "t" * 4096
 
 
+def test_media_builder_round_trips_through_the_parser() -> None:
+    """messages.media builds what parse reads back; every cause in the set survives."""
+    for cause in MEDIA_CAUSES:
+        assert parse(encode(media("failed", video=False, cause=cause))) == Media(
+            "failed", False, cause)
+    assert media("connected") == {"type": "media", "state": "connected", "video": True}
+    assert parse(encode(media("connected"))).connected is True  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(("obj", "expected"), [
     ({"type": "hello", "token": "t"}, Hello("t", "browser", True, None)),
     ({"type": "hello", "token": "t", "agent": "aiortc"}, Hello("t", "aiortc", False, None)),
@@ -134,11 +169,19 @@ def test_a_token_of_4096_characters_is_accepted() -> None:
      Hello("t", "aiortc", True, "r")),
     ({"type": "hello", "token": "t", "agent": "browser", "can_rollback": False},
      Hello("t", "browser", False, None)),
-    ({"type": "media", "state": "connected"}, Media(True)),
-    ({"type": "media", "state": "disconnected"}, Media(False)),
+    ({"type": "media", "state": "connected"}, Media("connected", True, None)),
+    ({"type": "media", "state": "disconnected"}, Media("disconnected", True, None)),
+    ({"type": "media", "state": "connected", "video": False}, Media("connected", False)),
+    ({"type": "media", "state": "failed"}, Media("failed", True, None)),
+    ({"type": "media", "state": "failed", "video": False, "cause": "no_relay_candidate"},
+     Media("failed", False, "no_relay_candidate")),
+    ({"type": "media", "state": "failed", "cause": "ice_gremlins_v2"},
+     Media("failed", True, "unknown")),
     ({"type": "bye"}, Bye()),
 ], ids=["hello-default-browser", "hello-aiortc-cannot-roll-back", "hello-full",
-        "hello-browser-without-rollback", "media-connected", "media-disconnected", "bye"])
+        "hello-browser-without-rollback", "media-connected", "media-disconnected",
+        "media-audio-only", "media-failed-without-cause", "media-failed-with-cause",
+        "media-unknown-cause-is-unknown", "bye"])
 def test_well_formed_client_messages_parse(obj: dict[str, Any], expected: object) -> None:
     """hello defaults can_rollback from the agent; media and bye parse to their types."""
     assert parse(text(obj)) == expected
@@ -194,3 +237,13 @@ def test_error_and_encode_shapes() -> None:
 def test_rfc3339_is_utc_with_z(when: datetime) -> None:
     """Times on the wire are whole seconds in UTC with a Z."""
     assert rfc3339(when) == "2026-11-23T10:00:05Z"
+
+
+def test_the_gate_knows_every_cause_the_wire_allows() -> None:
+    """signalling's MEDIA_CAUSES and the gate's FAILURE_CAUSES are the same set, and the
+    rules have a sentence for each (booking_gate imports nothing of signalling)."""
+    from booking_gate.model import FAILURE_CAUSES
+    from booking_gate.rules import FAILURE_SENTENCES
+
+    assert MEDIA_CAUSES == FAILURE_CAUSES
+    assert set(FAILURE_SENTENCES) == set(MEDIA_CAUSES)

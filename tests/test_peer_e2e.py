@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import subprocess
@@ -15,7 +16,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import unused_port
 
+from booking_gate.rules import FAILURE_SENTENCES
 from peer import Peer
+from peer.cli import add_arguments
+from peer.client import PeerError, failure_cause
 from tests.processes import CARECALL, Served, clean_env, request_json, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -231,3 +235,61 @@ def test_peer_help_explains_every_option() -> None:
         assert option in result.stdout
     assert "exit status 0" in result.stdout.lower().replace("\n", " ")
     assert sys.executable  # the peer ran with this interpreter
+
+
+@pytest.mark.parametrize(("ice_state", "relay_only", "sdp", "cause"), [
+    ("failed", False, "a=candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host",
+     "no_candidate_pair"),
+    ("failed", True, "a=candidate:1 1 udp 2130706431 192.0.2.1 5000 typ relay raddr 0.0.0.0",
+     "no_candidate_pair"),
+    ("failed", True, "v=0\r\na=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\n",
+     "no_relay_candidate"),
+    ("failed", True, None, "no_relay_candidate"),
+    ("completed", False, "", "dtls_failed"),
+    ("completed", True, None, "dtls_failed"),
+], ids=["ice-failed", "relay-gathered-but-failed", "relay-only-without-relay",
+        "relay-only-without-sdp", "dtls-after-ice", "dtls-relay-only"])
+def test_the_peer_names_why_its_media_path_failed(ice_state: str, relay_only: bool,
+                                                  sdp: str | None, cause: str) -> None:
+    """ICE failed: no_relay_candidate when relay-only gathered no relay candidate, else
+    no_candidate_pair; ICE fine but the connection failed: dtls_failed."""
+    assert failure_cause(ice_state, relay_only, sdp) == cause
+
+
+def test_peer_audio_only_is_an_option() -> None:
+    """carecall peer --audio-only; off by default."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["-", "--audio-only"]).audio_only is True
+    assert parser.parse_args(["-"]).audio_only is False
+
+
+async def test_an_audio_only_peer_and_a_relay_only_peer_without_turn_in_the_record(
+        server: Served) -> None:
+    """An --audio-only peer sends no video but receives it, and the session's together
+    time is audio-only; a relay-only client on a server without TURN reports
+    no_relay_candidate, which the technical_failure explanation names."""
+    start, end = now() - timedelta(seconds=30), now() + timedelta(seconds=8)
+    audio, hidden = book(server, "audio", start, end), book(server, "hidden", start, end)
+    async with Peer(audio["professional"]) as seeing, \
+            Peer(audio["client"], audio_only=True) as hearing, \
+            Peer(hidden["professional"]) as host, \
+            Peer(hidden["client"], relay_only=True) as hider:
+        await hearing.wait_connected(20)
+        await seeing.wait_connected(20)
+        await host.wait_admitted(10)
+        with pytest.raises(PeerError, match="relay only"):
+            await hider.wait_connected(10)
+        await asyncio.sleep(3)
+        assert hearing.stats.frames_received > 0  # the other party's video still arrives
+        assert hearing.stats.frames_sent == 0 and seeing.stats.frames_received == 0
+        for peer in (seeing, hearing, host, hider):
+            await peer.leave()
+    record = await final_record(server, "audio")
+    assert (record["status"], record["outcome"]) == ("final", "completed")
+    assert record["audio_only_seconds"] > 0 and record["video_seconds"] == 0
+    assert record["audio_only_seconds"] <= record["together_seconds"]
+    failed = await final_record(server, "hidden")
+    assert (failed["status"], failed["outcome"]) == ("final", "technical_failure")
+    assert FAILURE_SENTENCES["no_relay_candidate"].format(role="client") in failed[
+        "explanation"]

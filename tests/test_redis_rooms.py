@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from booking_gate.app import make_app as make_gate
+from booking_gate.appkeys import SERVICE
 from booking_gate.config import GateConfig
 from carecall.wiring import InProcessGate
 from signalling.appkeys import REPORTER
@@ -200,6 +201,42 @@ async def test_attendance_from_two_nodes_makes_one_interval_per_party(nodes: Nod
     for role in ("professional", "client"):
         intervals = record["parties"][role]["intervals"]
         assert len(intervals) == 1 and intervals[0]["to"] is not None, (role, intervals)
+
+
+async def test_media_state_is_shared_by_the_nodes_through_redis(nodes: Nodes) -> None:
+    """The client reports audio-only on one node, drops, and returns on the other: the
+    same report there says nothing new (the video flag lives in Redis), a change of
+    video and a failure's cause are facts, and the failure reported twice is one."""
+    room = await book_now(nodes.gate)
+    pro, _ = await nodes.connect(0, room["professional"])
+    client, _ = await nodes.connect(1, room["client"])
+
+    async def report(ws: WS, *reports: dict[str, Any]) -> None:
+        for message in reports:
+            await ws.send_json({"type": "media", **message})
+        await ws.send_json({"type": "x-sync"})
+        await receive_type(pro, "x-sync")
+
+    await report(client, {"state": "connected", "video": False})
+    await client.close()  # a drop: no bye
+    await receive_type(pro, "peer-left")
+    client, _ = await nodes.connect(0, room["client"])
+    await receive_type(pro, "peer-joined")
+    await report(client, {"state": "connected", "video": False},
+                 {"state": "connected", "video": True},
+                 {"state": "failed", "cause": "dtls_failed"},
+                 {"state": "failed", "cause": "dtls_failed"})
+    for ws in (pro, client):
+        await ws.send_json({"type": "bye"})
+        await ws.close()
+    for node in (0, 1):
+        await nodes.app(node)[REPORTER].drain()
+    booking_id = room["booking"]["booking_id"]
+    events = (await nodes.gate.app[SERVICE].store.events_for([booking_id]))[booking_id]
+    assert [(e.kind.value, e.reason) for e in events if e.role.value == "client"
+            and e.kind.value.startswith("media")] == [
+        ("media_connected", "audio_only"), ("media_connected", "video"),
+        ("media_failed", "dtls_failed")]
 
 
 async def test_a_dead_nodes_connections_are_dropped_by_one_survivor(redis_prefix: str) -> None:

@@ -283,24 +283,88 @@ def test_media_is_reported_only_on_change() -> None:
     """Repeated media states are swallowed; each change is one Attend at ``now``."""
     room = Room("r1")
     join(room, CLI, 1)
-    reported = [room.media(CLI, connected, at(i)) for i, connected
-                in enumerate([False, True, True, False, False, True])]
-    assert reported == [[], [Attend(CLI, "media_connected", at(1))], [],
+    reported = [room.media(CLI, state, at(i)) for i, state in enumerate(
+        ["disconnected", "connected", "connected", "disconnected", "disconnected",
+         "connected"])]
+    assert reported == [[], [Attend(CLI, "media_connected", at(1), "video")], [],
                         [Attend(CLI, "media_disconnected", at(3))], [],
-                        [Attend(CLI, "media_connected", at(5))]]
+                        [Attend(CLI, "media_connected", at(5), "video")]]
 
 
 def test_media_is_ignored_unless_present_and_reset_by_a_new_interval() -> None:
     """No media facts while absent or away; a fresh interval starts disconnected."""
     room = Room("r1")
-    assert room.media(CLI, True, T0) == []
+    assert room.media(CLI, "connected", T0) == []
     join(room, CLI, 1)
-    room.media(CLI, True, at(1))
+    room.media(CLI, "connected", at(1), video=False)
     room.drop(CLI, 1, at(2))
-    assert room.media(CLI, False, at(3)) == []
+    assert room.media(CLI, "disconnected", at(3)) == []
     room.expire(at(100))
     join(room, CLI, 2, now=at(101))
-    assert room.media(CLI, True, at(102)) == [Attend(CLI, "media_connected", at(102))]
+    assert room.media(CLI, "connected", at(102)) == [
+        Attend(CLI, "media_connected", at(102), "video")]
+
+
+def test_a_change_of_video_while_connected_is_an_attendance_fact() -> None:
+    """Connected audio-only, then video, then audio-only: three media_connected facts
+    whose reason says which; the same flag again says nothing."""
+    room = Room("r1")
+    join(room, PRO, 1)
+    reported = [room.media(PRO, "connected", at(i), video=video)
+                for i, video in enumerate([False, False, True, True, False])]
+    assert reported == [[Attend(PRO, "media_connected", at(0), "audio_only")], [],
+                        [Attend(PRO, "media_connected", at(2), "video")], [],
+                        [Attend(PRO, "media_connected", at(4), "audio_only")]]
+
+
+def test_a_failure_is_reported_with_its_cause_once_per_cause() -> None:
+    """failed with a cause is media_failed with the cause as reason; the same cause
+    again is swallowed (a disconnect between changes nothing), a new one is reported,
+    and after a connection the same one is news again."""
+    room = Room("r1")
+    join(room, CLI, 1)
+    reported = [room.media(CLI, "failed", at(i), cause=cause) for i, cause in enumerate(
+        ["no_relay_candidate", "no_relay_candidate", None, "no_candidate_pair"])]
+    assert reported == [[Attend(CLI, "media_failed", at(0), "no_relay_candidate")], [],
+                        [Attend(CLI, "media_failed", at(2))],
+                        [Attend(CLI, "media_failed", at(3), "no_candidate_pair")]]
+    assert room.media(CLI, "disconnected", at(4)) == []
+    assert room.media(CLI, "failed", at(5), cause="no_candidate_pair") == []
+    room.media(CLI, "connected", at(6))
+    assert room.media(CLI, "failed", at(7), cause="no_candidate_pair") == [
+        Attend(CLI, "media_failed", at(7), "no_candidate_pair")]
+
+
+def test_a_failure_while_connected_ends_the_connection() -> None:
+    """connected, then failed: the failure is the fact (no separate disconnect), and the
+    next connected is reported again."""
+    room = Room("r1")
+    join(room, CLI, 1)
+    room.media(CLI, "connected", at(1))
+    assert room.media(CLI, "failed", at(2), cause="dtls_failed") == [
+        Attend(CLI, "media_failed", at(2), "dtls_failed")]
+    assert room.media(CLI, "disconnected", at(3)) == []
+    assert room.media(CLI, "connected", at(4)) == [
+        Attend(CLI, "media_connected", at(4), "video")]
+
+
+def test_media_state_survives_the_registry_round_trip_and_old_states() -> None:
+    """to_state/from_state keep video and the failure; a state an older node wrote
+    (without them) reads with the defaults."""
+    room = Room("r1")
+    join(room, PRO, 1)
+    join(room, CLI, 2)
+    room.media(PRO, "connected", at(1), video=False)
+    room.media(CLI, "failed", at(1), cause="no_relay_candidate")
+    again = Room.from_state(room.to_state())
+    assert again.media(PRO, "connected", at(2), video=False) == []
+    assert again.media(CLI, "failed", at(2), cause="no_relay_candidate") == []
+    old = room.to_state()
+    for raw in old["parties"].values():
+        del raw["video"], raw["media_failed"], raw["cause"]
+    legacy = Room.from_state(old)
+    assert (legacy.parties[PRO].video, legacy.parties[CLI].media_failed,
+            legacy.parties[CLI].cause) == (True, False, None)
 
 
 # -- politeness -----------------------------------------------------------------------------
@@ -405,9 +469,11 @@ class RoomMachine(RuleBasedStateMachine):
         self.live[role].discard(connection)
         self._apply(self.room.bye(role, connection, self.now))
 
-    @rule(role=st.sampled_from(list(Role)), connected=st.booleans())
-    def media(self, role: Role, connected: bool) -> None:
-        self._apply(self.room.media(role, connected, self.now))
+    @rule(role=st.sampled_from(list(Role)),
+          state=st.sampled_from(["connected", "disconnected", "failed"]),
+          video=st.booleans(), cause=st.sampled_from([None, "no_candidate_pair"]))
+    def media(self, role: Role, state: str, video: bool, cause: str | None) -> None:
+        self._apply(self.room.media(role, state, self.now, video=video, cause=cause))
 
     @rule(seconds=st.integers(0, 45))
     def tick(self, seconds: int) -> None:
@@ -431,16 +497,20 @@ class RoomMachine(RuleBasedStateMachine):
     def joined_and_left_alternate(self) -> None:
         for role in Role:
             interval_open, opened_at = False, T0
+            last_media: tuple[str, str | None] | None = None
             for fact in self.attended[role]:
                 if fact.kind == "joined":
                     assert not interval_open, "two joined without a left between"
-                    interval_open, opened_at = True, fact.at
+                    interval_open, opened_at, last_media = True, fact.at, None
                 elif fact.kind == "left":
                     assert interval_open, "left without a joined"
                     assert fact.at >= opened_at
                     interval_open = False
                 else:
                     assert interval_open, "media fact outside an interval"
+                    # A media fact always says something new about the party.
+                    assert (fact.kind, fact.reason) != last_media, "repeated media fact"
+                    last_media = (fact.kind, fact.reason)
             assert interval_open is (self.room.state(role) is not ABSENT)
 
 
@@ -449,4 +519,5 @@ RoomMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow])
 TestRoomSequences = RoomMachine.TestCase
 TestRoomSequences.__doc__ = (
-    "After any event sequence: one connection per role, joined/left alternate.")
+    "After any event sequence: one connection per role, joined/left alternate, media "
+    "facts only inside an interval and never twice the same in a row.")

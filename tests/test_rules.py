@@ -28,6 +28,7 @@ from booking_gate.model import (
     Source,
 )
 from booking_gate.rules import (
+    FAILURE_SENTENCES,
     RULE_VERSION,
     AttendanceRecord,
     CreditEffect,
@@ -40,6 +41,7 @@ from booking_gate.rules import (
     explain,
     format_time,
     overridden,
+    stored_record,
 )
 
 PRO = Role.PROFESSIONAL
@@ -83,11 +85,13 @@ def booking(
     )
 
 
-def timeline(*steps: Step, booking_id: str = "b1") -> list[AttendanceEvent]:
+def timeline(*steps: Step | tuple[Role, EventKind, datetime, str | None],
+             booking_id: str = "b1") -> list[AttendanceEvent]:
     """Events in the given order, with event ids that sort in that order."""
     return [
-        AttendanceEvent(EventId(f"{booking_id}-e{i:03d}"), BookingId(booking_id), role, kind, when)
-        for i, (role, kind, when) in enumerate(steps)
+        AttendanceEvent(EventId(f"{booking_id}-e{i:03d}"), BookingId(booking_id), step[0],
+                        step[1], step[2], step[3] if len(step) > 3 else None)
+        for i, step in enumerate(steps)
     ]
 
 
@@ -237,7 +241,7 @@ def test_final_outcome(
     assert record.status is RecordStatus.FINAL
     assert (record.outcome, record.billable, record.payer) == (outcome, billable, payer)
     assert record.rule_version == RULE_VERSION
-    assert record.explanation == explain(outcome, funding)
+    assert record.explanation == explain(outcome, funding, failures=())
 
 
 @pytest.mark.parametrize(
@@ -838,6 +842,8 @@ def test_to_json_has_the_contract_shape() -> None:
         },
         "together_seconds": 19 * 60 + 59,
         "media_connected": True,
+        "video_seconds": 19 * 60,
+        "audio_only_seconds": 0,
         "notices": [{"by": "client", "kind": "running_late", "minutes": 10,
                      "at": "2026-11-21T09:50:00Z"}],
     }
@@ -928,3 +934,164 @@ def test_presence_invariants(steps: list[Step], now_offset: int) -> None:
         assert (record.outcome, record.billable, record.payer) == (None, False, None)
     if now >= WINDOW_END:
         assert record.status is RecordStatus.FINAL
+
+
+# --- how the session was held (rules 2) --------------------------------------
+
+DOWN = EventKind.MEDIA_DISCONNECTED
+FAILED = EventKind.MEDIA_FAILED
+BOTH_IN = ((PRO, JOINED, at(10, 0)), (CLI, JOINED, at(10, 0)))
+
+
+@pytest.mark.parametrize(
+    ("steps", "video_seconds", "audio_only_seconds"),
+    [
+        ((*BOTH_IN, (PRO, MEDIA, at(10, 1), "video"), (CLI, MEDIA, at(10, 1), "video"),
+          (PRO, LEFT, at(10, 11))), 600, 0),
+        ((*BOTH_IN, (PRO, MEDIA, at(10, 1), "video"), (CLI, MEDIA, at(10, 1), "audio_only"),
+          (CLI, MEDIA, at(10, 5), "video"), (PRO, LEFT, at(10, 11))), 360, 240),
+        ((*BOTH_IN, (PRO, MEDIA, at(10, 1), "audio_only"), (PRO, LEFT, at(10, 11))), 0, 600),
+        ((*BOTH_IN, (PRO, MEDIA, at(10, 1)), (PRO, DOWN, at(10, 3)),
+          (PRO, MEDIA, at(10, 5)), (PRO, LEFT, at(10, 6))), 180, 0),
+        ((*BOTH_IN, (CLI, MEDIA, at(10, 1), "video"), (CLI, FAILED, at(10, 2), "dtls_failed"),
+          (PRO, LEFT, at(10, 30))), 60, 0),
+        (((PRO, JOINED, at(10, 0)), (PRO, MEDIA, at(10, 0), "video"),
+          (CLI, JOINED, at(10, 10)), (PRO, LEFT, at(10, 20))), 600, 0),
+        ((*BOTH_IN, (CLI, MEDIA, at(10, 1), "audio_only"), (CLI, LEFT, at(10, 2)),
+          (CLI, JOINED, at(10, 3)), (PRO, LEFT, at(10, 13))), 0, 60),
+        (((PRO, JOINED, at(9, 30)), (CLI, JOINED, at(9, 30)), (PRO, MEDIA, at(9, 31), "video"),
+          (PRO, LEFT, at(9, 50))), 300, 0),
+        (BOTH_IN, 0, 0),
+    ],
+    ids=["video-throughout", "audio-only-then-video", "one-side-audio-only-is-audio-only",
+         "disconnect-pauses", "failure-ends-it", "alone-connected-counts-from-together",
+         "a-new-stay-starts-disconnected", "clipped-to-window", "never-connected"],
+)
+def test_video_and_audio_only_seconds(steps: tuple[Step, ...], video_seconds: int,
+                                      audio_only_seconds: int) -> None:
+    """Pins the split of connected together-time into video and audio-only seconds."""
+    record = evaluate(booking(), timeline(*steps), FINAL_AT, WINDOWS)
+    assert (record.video_seconds, record.audio_only_seconds) == (
+        video_seconds, audio_only_seconds)
+    data = record.to_json()
+    assert (data["video_seconds"], data["audio_only_seconds"]) == (
+        video_seconds, audio_only_seconds)
+
+
+@pytest.mark.parametrize("ids", [("a", "b", "c", "d"), ("d", "c", "b", "a")],
+                         ids=["joined-id-first", "media-id-first"])
+def test_same_instant_events_count_in_causal_order_whatever_their_ids(
+        ids: tuple[str, str, str, str]) -> None:
+    """A join and a media report at one instant (event ids are hashes): the join comes
+    first, and a report and a left at one instant: the report counts until the left."""
+    def ev(event_id: str, role: Role, kind: EventKind, when: datetime,
+           reason: str | None = None) -> AttendanceEvent:
+        return AttendanceEvent(EventId(event_id), BookingId("b1"), role, kind, when, reason)
+    events = [ev("p", PRO, JOINED, at(10, 0)), ev(ids[0], CLI, JOINED, at(10, 0)),
+              ev(ids[1], CLI, MEDIA, at(10, 0), "audio_only"),
+              ev(ids[2], PRO, MEDIA, at(10, 1), "video"),
+              ev(ids[3], PRO, LEFT, at(10, 1)), ev("z", PRO, JOINED, at(10, 1)),
+              ev("zz", PRO, LEFT, at(10, 2))]
+    record = evaluate(booking(), events, FINAL_AT, WINDOWS)
+    assert (record.video_seconds, record.audio_only_seconds) == (0, 120)
+
+
+def test_a_connected_record_still_open_counts_up_to_now() -> None:
+    """While both are still in, the split counts up to now, like together_seconds."""
+    steps = (*BOTH_IN, (PRO, MEDIA, at(10, 0), "audio_only"), (CLI, MEDIA, at(10, 0), "video"),
+             (PRO, MEDIA, at(10, 10), "video"))
+    record = evaluate(booking(), timeline(*steps), at(10, 15), WINDOWS)
+    assert record.status is RecordStatus.PENDING
+    assert (record.video_seconds, record.audio_only_seconds, record.together_seconds) == (
+        300, 600, 900)
+
+
+media_step = st.tuples(
+    st.sampled_from([PRO, CLI]),
+    st.sampled_from([JOINED, LEFT, MEDIA, DOWN, FAILED]),
+    st.integers(min_value=0, max_value=SPAN).map(lambda s: ORIGIN + timedelta(seconds=s)),
+    st.sampled_from([None, "video", "audio_only", "no_candidate_pair"]),
+)
+
+
+@settings(database=None, deadline=None)
+@given(steps=st.lists(media_step, max_size=30), now_offset=st.integers(0, SPAN))
+def test_video_and_audio_only_never_exceed_together(
+        steps: list[tuple[Role, EventKind, datetime, str | None]], now_offset: int) -> None:
+    """Whatever the events and now: 0 <= video + audio_only <= together_seconds, and
+    both are 0 without a media_connected."""
+    record = evaluate(booking(), timeline(*steps), ORIGIN + timedelta(seconds=now_offset),
+                      WINDOWS)
+    assert record.video_seconds >= 0 and record.audio_only_seconds >= 0
+    assert record.video_seconds + record.audio_only_seconds <= record.together_seconds
+    if not any(kind is MEDIA for _, kind, _, _ in steps):
+        assert record.video_seconds == record.audio_only_seconds == 0
+
+
+TECHNICAL = "Both parties joined but the media never connected"
+RELEASED = ", so the session is not billable and the credit is released."
+
+
+@pytest.mark.parametrize(
+    ("failures", "sentence"),
+    [
+        ((), f"{TECHNICAL} and neither device reported why{RELEASED}"),
+        (((CLI, FAILED, at(10, 1), "no_relay_candidate"),),
+         f"{TECHNICAL}: the client's device could connect only through a relay server "
+         f"(Hide my IP) and no relay server was available{RELEASED}"),
+        (((PRO, FAILED, at(10, 1), "no_candidate_pair"),),
+         f"{TECHNICAL}: the professional's device found no network path to the other "
+         "device: the networks between them blocked a direct connection and no relay "
+         f"server got through{RELEASED}"),
+        (((CLI, FAILED, at(10, 1), "dtls_failed"),),
+         f"{TECHNICAL}: the client's device reached the other device but the encrypted "
+         f"media connection could not be set up{RELEASED}"),
+        (((CLI, FAILED, at(10, 1), "permission_denied"),),
+         f"{TECHNICAL}: the client's device was not allowed to use the camera or "
+         f"microphone{RELEASED}"),
+        (((CLI, FAILED, at(10, 1), None),),
+         f"{TECHNICAL}: the client's device reported a failure without knowing its "
+         f"cause{RELEASED}"),
+        (((CLI, FAILED, at(10, 1), "gremlins"), (CLI, FAILED, at(10, 2), "unknown")),
+         f"{TECHNICAL}: the client's device reported a failure without knowing its "
+         f"cause{RELEASED}"),
+        (((CLI, FAILED, at(10, 1), None), (CLI, FAILED, at(10, 2), "no_relay_candidate"),
+          (CLI, FAILED, at(10, 3), "no_relay_candidate"),
+          (PRO, FAILED, at(10, 4), "no_candidate_pair")),
+         f"{TECHNICAL}: " + FAILURE_SENTENCES["no_relay_candidate"].format(role="client")
+         + "; " + FAILURE_SENTENCES["no_candidate_pair"].format(role="professional")
+         + RELEASED),
+        (((CLI, FAILED, at(9, 0), "dtls_failed"),),
+         f"{TECHNICAL} and neither device reported why{RELEASED}"),
+    ],
+    ids=["none-reported", "no-relay-from-client", "no-pair-from-professional", "dtls",
+         "permission-denied", "failed-without-cause", "unrecognised-is-unknown-once",
+         "distinct-causes-in-order-unknown-dropped", "failure-before-window-ignored"],
+)
+def test_a_technical_failure_names_the_reported_causes(
+        failures: tuple[tuple[Role, EventKind, datetime, str | None], ...],
+        sentence: str) -> None:
+    """The technical_failure explanation names each cause the peers reported, once."""
+    steps = (*BOTH_IN, *failures, (PRO, LEFT, at(10, 30)), (CLI, LEFT, at(10, 30)))
+    record = evaluate(booking(), timeline(*steps), FINAL_AT, WINDOWS)
+    assert record.outcome is Outcome.TECHNICAL_FAILURE
+    assert record.explanation == sentence
+
+
+def test_reported_failures_do_not_change_a_completed_outcome() -> None:
+    """A failure followed by a connection is a completed session, explained as before."""
+    steps = (*BOTH_IN, (CLI, FAILED, at(10, 1), "no_candidate_pair"),
+             (CLI, MEDIA, at(10, 2), "video"), (PRO, LEFT, at(10, 30)))
+    record = evaluate(booking(), timeline(*steps), FINAL_AT, WINDOWS)
+    assert record.outcome is Outcome.COMPLETED
+    assert record.explanation == explain(Outcome.COMPLETED, Funding.SPONSORED)
+
+
+def test_a_stored_record_from_rules_1_gets_zero_media_seconds() -> None:
+    """A record finalised before rules 2 lacks the fields: it reads with 0, a newer one
+    keeps its own."""
+    old = {"booking_id": "b1", "rule_version": "carecall-rules/1", "together_seconds": 60}
+    assert stored_record(old) == {**old, "video_seconds": 0, "audio_only_seconds": 0}
+    new = {**old, "video_seconds": 30, "audio_only_seconds": 20}
+    assert stored_record(new) == new
+    assert RULE_VERSION == "carecall-rules/2"

@@ -25,7 +25,11 @@ def test_a_line_round_trips_to_the_microsecond() -> None:
     """decode_event(encode_event(e)) == e, in UTC, for times given in any offset."""
     oslo = timezone(timedelta(hours=1))
     for original in (event(1), event(2, "replaced"),
-                     AttendanceReport("e", "b", "professional", "left", AT.astimezone(oslo))):
+                     AttendanceReport("e", "b", "professional", "left", AT.astimezone(oslo)),
+                     AttendanceReport("f", "b", "client", "media_failed", AT,
+                                      "no_relay_candidate"),
+                     AttendanceReport("g", "b", "client", "media_connected", AT,
+                                      "audio_only")):
         line = encode_event(original)
         assert line.endswith(b"\n") and line.count(b"\n") == 1
         decoded = decode_event(line)
