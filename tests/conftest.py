@@ -143,6 +143,14 @@ def signalling_config(tmp_path: Path) -> Any:
 async def service(tmp_path: Path, signalling_config: Any,
                   aiohttp_client: Callable[..., Any]) -> AsyncIterator[GateClient]:
     """gate + signalling on a real server on 127.0.0.1 with SQLite and the real clock."""
+    yield await serve_in_process(tmp_path, signalling_config, aiohttp_client)
+
+
+async def serve_in_process(tmp_path: Path, signalling_config: Any,
+                           aiohttp_client: Callable[..., Any], *,
+                           clock: Callable[[], datetime] | None = None) -> GateClient:
+    """The whole service as ``carecall serve`` builds it, on a real port of 127.0.0.1
+    (join links must name it), on ``clock`` if given (else the real one)."""
     from aiohttp.test_utils import TestServer, unused_port
 
     from carecall.serve import build_app
@@ -151,10 +159,10 @@ async def service(tmp_path: Path, signalling_config: Any,
     config = GateConfig(db_url=f"sqlite:///{tmp_path / 'gate.db'}",
                         public_url=f"http://127.0.0.1:{port}", api_key=API_KEY,
                         var_dir=tmp_path / "var")
-    app = build_app(config, signalling_config)
-    server = TestServer(app, host="127.0.0.1", port=port)
-    client: GateClient = await aiohttp_client(server)
-    yield client
+    app = (build_app(config, signalling_config) if clock is None
+           else build_app(config, signalling_config, clock=clock))
+    client: GateClient = await aiohttp_client(TestServer(app, host="127.0.0.1", port=port))
+    return client
 
 
 async def book_now(client: GateClient, booking_id: str = "b-1", *, start_offset: float = 0,

@@ -13,14 +13,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer, unused_port
 
-from booking_gate.config import GateConfig
 from booking_gate.rules import FAILURE_SENTENCES, RULE_VERSION
-from carecall.serve import build_app
 from signalling.appkeys import REPORTER
 from signalling.config import SignallingConfig
-from tests.conftest import API_KEY, AUTH, FakeClock, GateClient, booking_body, seed_people
+from tests.conftest import (
+    AUTH,
+    FakeClock,
+    GateClient,
+    booking_body,
+    seed_people,
+    serve_in_process,
+)
 
 WS = aiohttp.ClientWebSocketResponse
 READ_LIMIT = 10.0
@@ -30,14 +34,9 @@ READ_LIMIT = 10.0
 async def timed(tmp_path: Path, clock: FakeClock,
                 aiohttp_client: Callable[..., Any]) -> AsyncIterator[GateClient]:
     """The whole service, as ``carecall serve`` runs it, on the fake clock."""
-    port = unused_port()
-    config = GateConfig(db_url=f"sqlite:///{tmp_path / 'gate.db'}",
-                        public_url=f"http://127.0.0.1:{port}", api_key=API_KEY,
-                        var_dir=tmp_path / "var")
-    app = build_app(config, SignallingConfig(public_url="", var_dir=tmp_path / "var"),
-                    clock=clock)
-    client: GateClient = await aiohttp_client(TestServer(app, host="127.0.0.1", port=port))
-    yield client
+    yield await serve_in_process(tmp_path, SignallingConfig(public_url="",
+                                                            var_dir=tmp_path / "var"),
+                                 aiohttp_client, clock=clock)
 
 
 async def receive_json(ws: WS) -> dict[str, Any]:

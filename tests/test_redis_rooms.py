@@ -180,6 +180,17 @@ async def test_a_cancel_mid_call_closes_both_nodes_parties_with_4403(nodes: Node
     assert elapsed < 5.0, elapsed
 
 
+async def leave_and_report(nodes: Nodes, room: dict[str, Any], *parties: WS) -> str:
+    """Both parties say bye; both nodes deliver their attendance: the booking's id."""
+    for ws in parties:
+        await ws.send_json({"type": "bye"})
+        await ws.close()
+    for node in (0, 1):
+        await nodes.app(node)[REPORTER].drain()
+    booking_id: str = room["booking"]["booking_id"]
+    return booking_id
+
+
 async def test_attendance_from_two_nodes_makes_one_interval_per_party(nodes: Nodes) -> None:
     """Each node reports its party's join; a drop and a return on the other node within
     the grace keeps one interval (no left/joined pair)."""
@@ -190,12 +201,7 @@ async def test_attendance_from_two_nodes_makes_one_interval_per_party(nodes: Nod
     await receive_type(pro, "peer-left")
     client, _ = await nodes.connect(0, room["client"])
     await receive_type(pro, "peer-joined")
-    for ws in (pro, client):
-        await ws.send_json({"type": "bye"})
-        await ws.close()
-    for node in (0, 1):
-        await nodes.app(node)[REPORTER].drain()
-    booking_id = room["booking"]["booking_id"]
+    booking_id = await leave_and_report(nodes, room, pro, client)
     record = await (await nodes.gate.get(f"/api/v1/bookings/{booking_id}/attendance",
                                          headers=AUTH)).json()
     for role in ("professional", "client"):
@@ -226,12 +232,7 @@ async def test_media_state_is_shared_by_the_nodes_through_redis(nodes: Nodes) ->
                  {"state": "connected", "video": True},
                  {"state": "failed", "cause": "dtls_failed"},
                  {"state": "failed", "cause": "dtls_failed"})
-    for ws in (pro, client):
-        await ws.send_json({"type": "bye"})
-        await ws.close()
-    for node in (0, 1):
-        await nodes.app(node)[REPORTER].drain()
-    booking_id = room["booking"]["booking_id"]
+    booking_id = await leave_and_report(nodes, room, pro, client)
     events = (await nodes.gate.app[SERVICE].store.events_for([booking_id]))[booking_id]
     assert [(e.kind.value, e.reason) for e in events if e.role.value == "client"
             and e.kind.value.startswith("media")] == [
