@@ -80,6 +80,16 @@ async def join(page: Page, timeout: float = 10_000) -> None:
     await button.click()
 
 
+async def network_verdict(page: Page, timeout: float = 20_000) -> tuple[str, str]:
+    """The lobby's network verdict once its check has ended: (code, the words shown)."""
+    await page.wait_for_function(
+        "() => document.querySelector('[data-testid=network-verdict]').dataset.verdict"
+        " !== 'checking'", timeout=timeout)
+    verdict = page.get_by_test_id("network-verdict")
+    return (await verdict.get_attribute("data-verdict") or "",
+            (await verdict.text_content() or "").strip())
+
+
 async def wait_connected(page: Page, timeout: float = 20_000) -> None:
     await page.wait_for_function(
         "() => document.querySelector('[data-testid=status]').textContent"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.browser import join, open_page, wait_connected, wait_video_playing
+from tests.browser import join, network_verdict, open_page, wait_connected, wait_video_playing
 from tests.conftest import AUTH, GateClient, book_now
 from tests.processes import Served, clean_env
 from tests.turn import KEY, Coturn, RecordingPeer, book, candidate_address
@@ -29,12 +29,6 @@ async def error_text(page: Page) -> str:
     error = page.get_by_test_id("error")
     await error.wait_for(state="visible", timeout=10_000)
     return (await error.text_content() or "").strip()
-
-
-async def verdict_done(page: Page) -> None:
-    await page.wait_for_function(
-        "() => document.querySelector('[data-testid=network-verdict]').dataset.verdict"
-        " !== 'checking'", timeout=20_000)
 
 
 async def relay_call(browser: Browser, tmp_path: Path, turn: tuple[Coturn, str], *,
@@ -69,9 +63,9 @@ async def relay_call(browser: Browser, tmp_path: Path, turn: tuple[Coturn, str],
         if tick_box:
             # The lobby's network check ran before the box was ticked (its candidates are
             # never sent); from the tick on, the page gathers relay candidates only.
-            await verdict_done(page)
+            await network_verdict(page)
             await page.get_by_label("Hide my IP address from the other party").check()
-            await verdict_done(page)
+            await network_verdict(page)
             await page.evaluate("window.__gathered = []")
         await join(page)
         async with RecordingPeer(links["professional"]) as pro:

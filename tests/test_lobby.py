@@ -21,7 +21,7 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page
 
 from peer import Peer
-from tests.browser import CHROMIUM, PageLog, join, wait_connected
+from tests.browser import CHROMIUM, PageLog, join, network_verdict, wait_connected
 from tests.processes import Served, clean_env, request_json
 from tests.turn import Coturn, running_coturn
 
@@ -231,20 +231,11 @@ async def test_the_microphone_meter_moves_and_the_check_does_not_block_joining(
     assert log.errors == []
 
 
-async def verdict_of(page: Page) -> tuple[str, str]:
-    await page.wait_for_function(
-        "() => document.querySelector('[data-testid=network-verdict]').dataset.verdict"
-        " !== 'checking'", timeout=20_000)
-    verdict = page.get_by_test_id("network-verdict")
-    return (await verdict.get_attribute("data-verdict") or "",
-            (await verdict.text_content() or "").strip())
-
-
 async def test_the_network_verdict_without_and_with_a_turn_server(
         start_service: Callable[..., Service], browser: Browser, tmp_path: Path) -> None:
     plain = start_service()
     page, _log, _ = await open_page(browser, plain.book("b-net", now())["client"])
-    code, text = await verdict_of(page)
+    code, text = await network_verdict(page)
     print("no ICE servers:", code, "-", text)
     assert code == "no_servers" and "No relay server is configured" in text
     (tmp_path / "turn").mkdir()
@@ -254,14 +245,14 @@ async def test_the_network_verdict_without_and_with_a_turn_server(
             CARECALL_TURN_URLS=f"turn:127.0.0.1:{server.port}?transport=udp",
             CARECALL_TURN_SECRET=secret)
         page, _log, _ = await open_page(browser, turned.book("b-net2", now())["client"])
-        code, text = await verdict_of(page)
+        code, text = await network_verdict(page)
         print("coturn as STUN and TURN:", code, "-", text)
         assert code in ("direct", "relay_only"), (code, text)
         assert isinstance(server, Coturn)
     # A STUN server that does not answer: no relay and nothing reflexive → blocked.
     dead = start_service(CARECALL_STUN_URLS="stun:127.0.0.1:9")
     page, _log, _ = await open_page(browser, dead.book("b-net3", now())["client"])
-    code, text = await verdict_of(page)
+    code, text = await network_verdict(page)
     print("an unanswering STUN server:", code, "-", text)
     assert code == "blocked"
 
@@ -378,7 +369,7 @@ async def test_axe_finds_no_serious_violation_on_lobby_call_and_end_in_both_sche
         page, log, _ = await open_page(browser, links["professional"], color_scheme=scheme,
                                        reduced_motion="reduce")
         await page.get_by_test_id("join-button").wait_for(state="visible")
-        await verdict_of(page)
+        await network_verdict(page)
         figures[f"lobby/{scheme}"] = impacts(await axe.run(page))
         async with Peer(links["client"]) as peer:
             await join(page)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, network_verdict
 
 REPO = Path(__file__).resolve().parent.parent
 VIEWPORT = {"width": 1200, "height": 760}
@@ -75,9 +75,9 @@ async def shoot(page: Page, out: Path, name: str) -> None:
 
 async def ready_to_join(page: Page) -> None:
     await page.wait_for_function(
-        "() => !document.querySelector('[data-testid=join-button]').disabled"
-        " && document.querySelector('[data-testid=network-verdict]').dataset.verdict"
-        " !== 'checking'", timeout=TIMEOUT_MS)
+        "() => !document.querySelector('[data-testid=join-button]').disabled",
+        timeout=TIMEOUT_MS)
+    await network_verdict(page, TIMEOUT_MS)
     await page.wait_for_timeout(1200)  # a beep or two on the microphone meter
 
 

@@ -26,7 +26,7 @@ import {
 import { LocalMedia } from "./media.js";
 import { MicMeter, checkNetwork, playTestSound } from "./precall.js";
 import { Signalling } from "./signalling.js";
-import { $, MISSING_TOKEN, refusalText, show } from "./ui.js";
+import { $, MISSING_TOKEN, errorOf, refusalText, show } from "./ui.js";
 import { COMMIT, REVEAL, VerificationError, Verifier, dtlsFingerprints } from "./verify.js";
 
 const WARNING_BEFORE_END_MS = 5 * 60 * 1000;
@@ -400,12 +400,8 @@ async function fetchSession() {
     return { refusal: { code: "unreachable" } };
   }
   if (!response.ok) {
-    let code = STATUS_CODES[response.status];
-    try {
-      code = (await response.json())?.error?.code ?? code;
-    } catch {
-      // a proxy's page: the status says enough
-    }
+    // A proxy's page has no error code: the status says enough.
+    const code = (await errorOf(response)).code ?? STATUS_CODES[response.status];
     return { refusal: { closeCode: response.status, code: code ?? "", message: "" } };
   }
   return { session: await response.json() };
@@ -559,11 +555,11 @@ async function sendLate() {
       method: "POST", body: JSON.stringify({ minutes }),
       headers: { Authorization: `Bearer ${link.token}`, "Content-Type": "application/json" },
     });
-    const body = await response.json().catch(() => ({}));
     if (response.ok) {
-      state.lateSent = { minutes: body.minutes ?? minutes, at: body.at ?? new Date(now()) };
+      const notice = await response.json().catch(() => ({}));
+      state.lateSent = { minutes: notice.minutes ?? minutes, at: notice.at ?? new Date(now()) };
     } else {
-      state.lateError = body?.error?.message ?? String(response.status);
+      state.lateError = (await errorOf(response)).message ?? String(response.status);
     }
   } catch {
     state.lateError = t("refusal.unreachable");

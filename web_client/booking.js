@@ -4,6 +4,7 @@
 // request after a lost response never books twice.
 
 import { formatTime, t, viewerTimeZone } from "./i18n.js";
+import { errorOf } from "./ui.js";
 
 const DAYS = 14;
 
@@ -20,15 +21,6 @@ function element(tag, attributes = {}, text = "", i18n = null) {
     node.textContent = text;
   }
   return node;
-}
-
-async function errorOf(response) {
-  try {
-    const body = await response.json();
-    return body?.error ?? {};
-  } catch {
-    return {};
-  }
 }
 
 export class BookingPanel {

@@ -15,6 +15,16 @@ export function show(element, visible = true) {
   element.hidden = !visible;
 }
 
+/** The API's `{"error": {"code", "message"}}` of a refused response, or {} (a proxy's page). */
+export async function errorOf(response) {
+  try {
+    const body = await response.json();
+    return body?.error ?? {};
+  } catch {
+    return {};
+  }
+}
+
 const TIME_IN_MESSAGE = /(starts|opens) at (\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:\d\d))/g;
 
 function timesIn(message) {
