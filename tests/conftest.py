@@ -205,3 +205,7 @@ def turn(tmp_path: Path) -> Iterator[tuple[Any, str]]:
 
     with running_coturn(tmp_path) as running:
         yield running
+
+
+# ``carecall serve`` per test, for the browser tests (tests/service.py).
+from tests.service import start_service  # noqa: E402,F401

@@ -10,7 +10,7 @@ window, TURN, support text) are the operator's environment variables, as in prod
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 
 from peer import Peer
 from tests.browser import CHROMIUM, PageLog, join, network_verdict, wait_connected
-from tests.processes import Served, clean_env, request_json
+from tests.service import PROFESSIONAL, Service
 from tests.turn import Coturn, running_coturn
 
 pytestmark = [
@@ -31,10 +31,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium at /usr/bin"),
 ]
 
-KEY = "lobby-test-api-key-0123456789"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-PROFESSIONAL = "Dr Ada Lovelace"
-CLIENT = "Bo Berg"
 SUPPORT = "Trouble joining? Call 0800 123 456 (weekdays 8-18)."
 
 # Counts the page's getUserMedia calls: a refused link must never make one.
@@ -48,54 +44,6 @@ GUM_SPY = """
     };
   }
 """
-
-
-class Service:
-    """One ``carecall serve`` process and the bookings made on it."""
-
-    def __init__(self, served: Served, base: str) -> None:
-        self.served = served
-        self.base = base
-
-    def api(self, method: str, path: str, body: Any = None, *, ok: bool = True) -> Any:
-        status, data = request_json(method, self.base + path, body, AUTH)
-        if ok:
-            assert status in (200, 201), (status, data)
-        return data
-
-    def book(self, booking_id: str, start: datetime, minutes: int = 50, *,
-             professional: str = "pro-a") -> dict[str, str]:
-        """A booking between Dr Ada Lovelace (Berlin) and Bo Berg; its links by role."""
-        self.api("PUT", f"/api/v1/professionals/{professional}", {
-            "name": PROFESSIONAL, "email": "ada@example.org", "timezone": "Europe/Berlin",
-            "session_minutes": 50, "buffer_minutes": 10,
-            "availability": [{"weekday": d, "start": "00:00", "end": "23:59"}
-                             for d in range(7)]})
-        self.api("PUT", "/api/v1/clients/cli-b", {
-            "name": CLIENT, "email": "bo@example.org", "timezone": "Europe/Berlin",
-            "hub_id": None})
-        self.api("PUT", f"/api/v1/bookings/{booking_id}", {
-            "professional_id": professional, "client_id": "cli-b", "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(minutes=minutes)).isoformat(),
-            "funding": "private", "source": "direct"})
-        links = self.api("POST", f"/api/v1/bookings/{booking_id}/links")
-        return {role: links[role]["url"] for role in ("professional", "client")}
-
-
-@pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    started: list[Served] = []
-
-    def start(**env: str) -> Service:
-        served = Served(["serve", "--port", "0", "--api-key", KEY,
-                         "--var-dir", str(tmp_path / f"var{len(started)}")], tmp_path,
-                        clean_env(**env))
-        started.append(served)
-        return Service(served, served.ready())
-
-    yield start
-    for served in started:
-        served.close()
 
 
 async def open_page(browser: Browser, url: str, **context: Any

@@ -23,6 +23,7 @@ import {
   LANGUAGES, chooseLanguage, formatClock, formatDuration, formatRange, formatTime, language,
   setLanguage, t, viewerTimeZone,
 } from "./i18n.js";
+import { InCall } from "./incall.js";
 import { LocalMedia } from "./media.js";
 import { MicMeter, checkNetwork, playTestSound } from "./precall.js";
 import { Signalling } from "./signalling.js";
@@ -134,6 +135,17 @@ const state = {
 
 let signalling = null;
 let bookingPanel = null;
+const extras = new InCall({
+  media, otherName, session: () => state.session, clock: now, onChange: () => render(),
+  onVideoChange: () => {
+    if (state.mediaReported?.startsWith("connected")) {
+      reportMedia("connected");
+    }
+  },
+  onBooked: (booking) => {
+    state.nextSession = { starts_at: booking.starts_at, ends_at: booking.ends_at };
+  },
+});
 let polling = null;
 let mediaReady = Promise.resolve();
 let work = Promise.resolve();
@@ -243,6 +255,7 @@ function render() {
   renderNotice();
   renderControls();
   renderWarning();
+  extras.render(inCall);
   if (phase === "refused") {
     renderRefusal();
   }
@@ -516,11 +529,10 @@ async function startPreview(choice = {}) {
 async function switchDevices() {
   await startPreview({ cameraId: els.cameraSelect.value,
     microphoneId: els.microphoneSelect.value });
-  if (state.call) {
-    for (const track of media.stream?.getTracks() ?? []) {
-      await state.call.replaceTrack(track);
-    }
+  if (state.call && media.audioTrack) {
+    await state.call.replaceTrack(media.audioTrack);
   }
+  extras.sync();  // the new camera, unless audio only or a shared screen comes first
 }
 
 async function testSpeaker() {
@@ -587,6 +599,7 @@ function join() {
   sessionStorage.setItem(joinedKey, "1");  // a reload comes straight back into the call
   meter.stop();
   setPhase("joining");
+  extras.begin();
   signalling = new Signalling({
     url: link.wsUrl,
     hello,
@@ -609,6 +622,7 @@ function hangUp() {
   signalling?.leave();
   signalling = null;
   closeCall();
+  extras.end();
   sessionStorage.removeItem(joinedKey);
   clearTimeout(state.endTimer);
   media.stop();
@@ -637,6 +651,7 @@ async function rejoin() {
 function refuse(refusal) {
   signalling = null;
   closeCall();
+  extras.end();
   sessionStorage.removeItem(joinedKey);
   clearTimeout(state.endTimer);
   meter.stop();
@@ -653,6 +668,9 @@ function ensureBookingPanel() {
     bookingPanel = new BookingPanel({ container: els.bookingSlot, apiBase: link.apiBase,
       room: link.room, token: link.token, onBooked: (booking) => {
         state.nextSession = { starts_at: booking.starts_at, ends_at: booking.ends_at };
+        // The client's page shows it at once (the session poll would take up to 10 s).
+        extras.channel?.send("booked", { starts_at: booking.starts_at,
+          ends_at: booking.ends_at, funding: String(booking.funding ?? "") });
       } });
     els.bookingSlot.prepend(bookingPanel.button);
   }
@@ -834,6 +852,7 @@ function newCall({ offer }) {
   state.remoteStream = new MediaStream();
   els.remoteVideo.srcObject = state.remoteStream;
   call.addLocalTracks(media.stream, { offerer: offer });
+  extras.attach(call);
   if (offer && state.polite) {
     call.offer();  // rare: we lost our connection and the other kept theirs
   }
@@ -843,11 +862,12 @@ function newCall({ offer }) {
 function closeCall() {
   clearTimeout(state.restartTimer);
   if (state.call !== null) {
-    if (state.mediaReported === "connected") {
+    if (state.mediaReported?.startsWith("connected")) {
       reportMedia("disconnected");
     }
     state.call.close();
     state.call = null;
+    extras.detach();
   }
   state.verifier = null;
   state.code = null;
@@ -858,10 +878,14 @@ function closeCall() {
   show(els.sound, false);
 }
 
-function reportMedia(mediaState) {
-  if (state.mediaReported !== mediaState && signalling) {
-    state.mediaReported = mediaState;
-    signalling.send({ type: "media", state: mediaState });
+/** Tell the server where our media path stands (for attendance), once per change. */
+function reportMedia(mediaState, cause = null) {
+  const video = extras.sendingVideo;
+  const key = `${mediaState}:${video}`;
+  if (state.mediaReported !== key && signalling) {
+    state.mediaReported = key;
+    signalling.send({ type: "media", state: mediaState, video,
+      ...(cause === null ? {} : { cause }) });
   }
 }
 
@@ -874,7 +898,11 @@ async function onCallState(call, connectionState) {
     reportMedia("connected");
     await startVerification();
   } else if (connectionState === "failed") {
-    reportMedia("disconnected");
+    if (call.everConnected) {
+      reportMedia("disconnected");
+    } else {
+      reportMedia("failed", call.failureCause(state.relayOnly));
+    }
     if (!state.polite && state.peerPresent) {
       // ICE restart first (same DTLS session, same code); a new connection if that fails.
       call.restartIce();
@@ -1053,12 +1081,12 @@ function wireControls() {
   });
   els.mute.addEventListener("click", () => {
     media.setMicrophone(!media.microphoneOn);
-    render();
+    extras.sync();
   });
   els.camera.addEventListener("click", () => {
     media.setCamera(!media.cameraOn);
     els.localVideo.classList.toggle("off", !media.cameraOn);
-    render();
+    extras.sync();
   });
   els.sound.addEventListener("click", () => {
     els.remoteVideo.muted = false;

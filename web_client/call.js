@@ -8,7 +8,12 @@
 //   peer opposite a polite browser treats any later offer as a brand-new connection;
 //   it answers, and on glare it yields (setRemoteDescription rolls its offer back);
 // - candidates that arrive before a remote description wait in a queue;
-// - a Call is used for one connection only: a new connection is a new Call.
+// - a Call is used for one connection only: a new connection is a new Call;
+// - both sides create the negotiated data channel (docs/protocol.md, "The call's data
+//   channel") before their first offer or answer, so the offerer's offer carries it;
+// - the video m-line can always send: a side without a camera still answers sendrecv,
+//   so a shared screen or the camera again is a replaceTrack, never a renegotiation
+//   (which the polite side may not start, opposite aiortc).
 
 const FINGERPRINT = /^a=fingerprint:\S+ (\S+)/m;
 
@@ -38,16 +43,23 @@ export class Call {
     this.settingRemoteAnswer = false;
     this.pendingCandidates = [];
     this.closed = false;
+    this.localCandidateTypes = new Set();
+    this.everConnected = false;
     const pc = this.pc;
+    this.channel = pc.createDataChannel("carecall", { negotiated: true, id: 0, ordered: true });
     pc.onicecandidate = ({ candidate }) => {
       // The end-of-candidates marker is not needed: aiortc never waits for it.
       if (candidate && candidate.candidate) {
+        this.localCandidateTypes.add(candidate.type);
         this.send({ type: "signal", candidate: { candidate: candidate.candidate,
           sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex } });
       }
     };
     pc.ontrack = ({ track }) => onTrack(track);
     pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") {
+        this.everConnected = true;
+      }
       if (!this.closed) {
         onStateChange(pc.connectionState);
       }
@@ -77,12 +89,20 @@ export class Call {
     }
     if (offerer) {
       // The offer must carry both m-lines; an answerer gets them from the offer.
+      // Video can be sent later (a shared screen) without a new offer.
       for (const kind of ["audio", "video"]) {
         if (!kinds.has(kind)) {
-          this.pc.addTransceiver(kind, { direction: "recvonly" });
+          this.pc.addTransceiver(kind, { direction: kind === "video" ? "sendrecv" : "recvonly" });
         }
       }
     }
+  }
+
+  /** The sender of our video m-line (camera, shared screen or nothing), if negotiated. */
+  get videoSender() {
+    const transceiver = this.pc.getTransceivers().find((tr) => tr.receiver.track?.kind
+      === "video" && !tr.stopped);
+    return transceiver?.sender ?? null;
   }
 
   /** Swap the camera or microphone without renegotiating. */
@@ -92,6 +112,30 @@ export class Call {
         await sender.replaceTrack(track);
       }
     }
+  }
+
+  /** What video we send: a camera or screen track, or null for none (audio only). */
+  async sendVideo(track) {
+    const sender = this.videoSender;
+    if (sender !== null && sender.track !== track) {
+      await sender.replaceTrack(track);
+    }
+  }
+
+  /**
+   * Why a connection that never came up failed (the causes of docs/protocol.md, "Media
+   * and attendance"): ICE found no working pair, or none with a relay when only relays
+   * were allowed; or ICE worked and DTLS did not.
+   */
+  failureCause(relayOnly) {
+    const ice = this.pc.iceConnectionState;
+    if (ice === "connected" || ice === "completed") {
+      return "dtls_failed";
+    }
+    if (relayOnly && !this.localCandidateTypes.has("relay")) {
+      return "no_relay_candidate";
+    }
+    return "no_candidate_pair";
   }
 
   async offer() {
@@ -149,6 +193,7 @@ export class Call {
     }
     await this.#flushCandidates();
     if (description.type === "offer") {
+      this.#answerVideoSendrecv();
       await pc.setLocalDescription();
       this.#sendDescription();
     }
@@ -166,6 +211,16 @@ export class Call {
     if (!this.closed) {
       this.closed = true;
       this.pc.close();
+    }
+  }
+
+  /** Without a camera our video m-line would answer recvonly: keep it able to send. */
+  #answerVideoSendrecv() {
+    for (const transceiver of this.pc.getTransceivers()) {
+      if (transceiver.receiver.track?.kind === "video" && transceiver.direction === "recvonly"
+          && transceiver.mid !== null) {
+        transceiver.direction = "sendrecv";
+      }
     }
   }
 

@@ -1,0 +1,244 @@
+"""In the call, in Debian's Chromium against a real ``carecall serve``: what travels over
+the call's data channel (docs/protocol.md, "The call's data channel") and what it shows:
+chat, the other person's muted microphone and closed camera, connection quality for both
+ends, audio only, screen sharing, the session timer, and how the session was held in
+the attendance record. Opposite the headless peer too, which QA uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page
+
+from tests.browser import CHROMIUM, PageLog, join, open_page, wait_connected
+from tests.service import Service
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(150),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium at /usr/bin"),
+]
+
+# Keeps every RTCPeerConnection the page makes, so a test can throttle or read it the
+# way a bad network would (the page itself exposes nothing for tests).
+PC_SPY = """
+  window.__pcs = [];
+  const Original = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Original(...args);
+    window.__pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Original.prototype;
+"""
+
+# Inbound counters of the live connection: video frames decoded, audio packets received.
+INBOUND = """async () => {
+  const pc = window.__pcs.filter((p) => p.connectionState === 'connected').at(-1);
+  const out = { video: 0, audio: 0, width: 0, height: 0 };
+  if (!pc) { return out; }
+  (await pc.getStats()).forEach((s) => {
+    if (s.type !== 'inbound-rtp') { return; }
+    if (s.kind === 'video') {
+      out.video += s.framesDecoded || 0;
+      out.width = s.frameWidth || out.width;
+      out.height = s.frameHeight || out.height;
+    } else { out.audio += s.packetsReceived || 0; }
+  });
+  return out;
+}"""
+
+# Sets the maximum bitrate of the page's video sender (null lifts the limit).
+THROTTLE = """async (kbps) => {
+  const pc = window.__pcs.filter((p) => p.connectionState === 'connected').at(-1);
+  const sender = pc.getSenders().find((s) => s.track && s.track.kind === 'video');
+  const parameters = sender.getParameters();
+  for (const encoding of parameters.encodings) {
+    if (kbps === null) { delete encoding.maxBitrate; } else { encoding.maxBitrate = kbps * 1000; }
+  }
+  await sender.setParameters(parameters);
+}"""
+
+CHAT_SECRET = "my-sister-knows-about-the-panic-attacks-7f3a"
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+async def two_in_a_call(browser: Browser, links: dict[str, str]
+                        ) -> tuple[Page, PageLog, Page, PageLog]:
+    pro, pro_log = await open_page(browser, links["professional"], init_script=PC_SPY)
+    client, client_log = await open_page(browser, links["client"], init_script=PC_SPY)
+    await join(pro)
+    await join(client)
+    await wait_connected(pro)
+    await wait_connected(client)
+    return pro, pro_log, client, client_log
+
+
+async def visible_within(page: Page, testid: str, timeout: float = 1_000) -> float:
+    """Seconds until the element is visible (it must be within ``timeout`` ms)."""
+    started = time.monotonic()
+    await page.get_by_test_id(testid).wait_for(state="visible", timeout=timeout)
+    return time.monotonic() - started
+
+
+async def chat(page: Page, text: str) -> None:
+    await page.get_by_test_id("chat-input").fill(text)
+    await page.get_by_test_id("chat-send").click()
+
+
+async def chat_texts(page: Page) -> list[str]:
+    return [(await m.locator(".text").text_content() or "")
+            for m in await page.get_by_test_id("chat-message").all()]
+
+
+async def wait_chat(page: Page, text: str, timeout: float = 5_000) -> None:
+    await page.wait_for_function(
+        "t => [...document.querySelectorAll('[data-testid=chat-message] .text')]"
+        ".some((m) => m.textContent === t)", arg=text, timeout=timeout)
+
+
+async def test_chat_labels_and_timer_between_two_browsers(
+        start_service: Callable[..., Service], browser: Browser, tmp_path: Path) -> None:
+    service = start_service(CARECALL_LOG_LEVEL="DEBUG")
+    links = service.book("b-chat", now() - timedelta(minutes=3))
+    pro, pro_log, client, client_log = await two_in_a_call(browser, links)
+
+    # Chat both ways, only once the channel is open; it names who wrote.
+    await pro.wait_for_function(
+        "() => !document.querySelector('[data-testid=chat-input]').disabled")
+    await chat(pro, f"hello Bo {CHAT_SECRET}")
+    await wait_chat(client, f"hello Bo {CHAT_SECRET}")
+    await chat(client, f"hi {CHAT_SECRET} back")
+    await wait_chat(pro, f"hi {CHAT_SECRET} back")
+    assert await chat_texts(pro) == [f"hello Bo {CHAT_SECRET}", f"hi {CHAT_SECRET} back"]
+    theirs = client.locator("[data-testid=chat-message][data-from=them] .who")
+    assert "Dr Ada Lovelace" in (await theirs.first.text_content() or "")
+
+    # The other person's microphone and camera: labels within 1 s; our own tile.
+    assert not await pro.get_by_test_id("remote-muted").is_visible()
+    await client.get_by_test_id("mute-button").click()
+    muted_after = await visible_within(pro, "remote-muted")
+    assert "Bo" in (await pro.get_by_test_id("remote-muted").text_content() or "")
+    await client.get_by_test_id("camera-button").click()
+    camera_after = await visible_within(pro, "remote-camera-off")
+    assert await client.get_by_test_id("local-camera-off").is_visible()
+    print(f"remote-muted after {muted_after:.3f} s, remote-camera-off after "
+          f"{camera_after:.3f} s")
+    await client.get_by_test_id("camera-button").click()
+    await client.get_by_test_id("mute-button").click()
+    await pro.get_by_test_id("remote-camera-off").wait_for(state="hidden", timeout=1_000)
+    await pro.get_by_test_id("remote-muted").wait_for(state="hidden", timeout=1_000)
+
+    # The timer: 3 minutes in, 47 left (on the server's clock).
+    timer = await pro.get_by_test_id("session-timer").text_content() or ""
+    print("session timer:", timer)
+    assert re.fullmatch(r"3:\d\d in · 46:\d\d left", timer), timer
+
+    # Hang-up empties the chat; the server never saw it.
+    await pro.get_by_test_id("hangup-button").click()
+    await pro.get_by_test_id("hangup-confirm").click()
+    await pro.get_by_test_id("ended-page").wait_for(state="visible")
+    assert await pro.get_by_test_id("chat-message").count() == 0
+    log = service.served.stderr()
+    assert "DEBUG" in log  # the log level under test is on
+    assert CHAT_SECRET not in log
+    for database in Path(service.var_dir).glob("*.db*"):
+        assert CHAT_SECRET.encode() not in database.read_bytes(), database
+    assert pro_log.errors == [] and client_log.errors == []
+
+
+async def quality(page: Page) -> str:
+    return await page.get_by_test_id("quality-indicator").get_attribute("data-quality") or ""
+
+
+async def wait_quality(page: Page, wanted: set[str], timeout: float) -> float:
+    started = time.monotonic()
+    while (grade := await quality(page)) not in wanted:
+        assert time.monotonic() - started < timeout, f"quality still {grade}, not {wanted}"
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started
+
+
+async def test_quality_goes_poor_when_the_other_side_is_throttled_and_back(
+        start_service: Callable[..., Service], browser: Browser) -> None:
+    service = start_service()
+    links = service.book("b-quality", now())
+    pro, _pro_log, client, _client_log = await two_in_a_call(browser, links)
+    await wait_quality(pro, {"good"}, timeout=30)
+    await client.evaluate(THROTTLE, 30)
+    to_poor = await wait_quality(pro, {"poor"}, timeout=20)
+    details = await pro.locator("#quality-details").text_content() or ""
+    print(f"poor {to_poor:.1f} s after the throttle; details: {details}")
+    assert "Your side (poor)" in details and "kbit/s" in details
+    await pro.get_by_test_id("quality-indicator").focus()
+    assert await pro.locator("#quality-details").is_visible()  # the figures on focus
+    # The throttled side sees it too: the other end's figures come over the channel.
+    await wait_quality(client, {"poor"}, timeout=10)
+    await client.evaluate(THROTTLE, None)
+    back = await wait_quality(pro, {"good"}, timeout=40)
+    print(f"good again {back:.1f} s after lifting it")
+
+
+async def inbound_after(page: Page, seconds: float) -> tuple[dict[str, int], dict[str, int]]:
+    before = await page.evaluate(INBOUND)
+    await asyncio.sleep(seconds)
+    return before, await page.evaluate(INBOUND)
+
+
+async def final_record(service: Service, booking_id: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = service.api("GET", f"/api/v1/bookings/{booking_id}/attendance")
+        if record["status"] == "final" or time.monotonic() > deadline:
+            return record
+        await asyncio.sleep(0.5)
+
+
+async def test_audio_only_stops_video_both_ways_keeps_audio_and_is_in_the_record(
+        start_service: Callable[..., Service], browser: Browser) -> None:
+    """A one-minute booking that began 15 s ago: video, then audio only asked by the
+    professional (for both), then both leave after the end; the final record has both."""
+    service = start_service()
+    ends = now() + timedelta(seconds=45)
+    links = service.book("b-audio", ends - timedelta(minutes=1), minutes=1)
+    pro, pro_log, client, client_log = await two_in_a_call(browser, links)
+    before, after = await inbound_after(client, 2)
+    assert after["video"] > before["video"] + 10, (before, after)  # video flows first
+    await pro.get_by_test_id("audio-only-button").click()
+    assert await pro.get_by_test_id("audio-only-button").get_attribute("aria-pressed") == "true"
+    notice = client.get_by_test_id("call-notice")
+    await notice.wait_for(state="visible", timeout=2_000)
+    assert "audio only" in (await notice.text_content() or "")
+    await asyncio.sleep(1)  # frames in flight when it switched
+    for page in (client, pro):
+        before, after = await inbound_after(page, 3)
+        print("audio only, 3 s:", before, "->", after)
+        assert after["video"] - before["video"] <= 1, (before, after)  # no video frames
+        assert after["audio"] > before["audio"] + 50, (before, after)  # audio still flows
+    assert await client.get_by_test_id("remote-camera-off").is_visible()  # a tile, not black
+    # There is a way back (then audio only again until the end, for the record).
+    await client.get_by_test_id("audio-only-button").click()
+    before, after = await inbound_after(pro, 3)
+    assert after["video"] > before["video"] + 10, (before, after)
+    await client.get_by_test_id("audio-only-button").click()
+    await asyncio.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 1)
+    for page in (pro, client):
+        await page.get_by_test_id("hangup-button").click()
+        await page.get_by_test_id("hangup-confirm").click()
+    record = await final_record(service, "b-audio")
+    print("record:", {k: record.get(k) for k in ("status", "outcome", "together_seconds",
+                                                 "video_seconds", "audio_only_seconds")})
+    assert record["status"] == "final" and record["outcome"] == "completed", record
+    assert record["audio_only_seconds"] > 0 and record["video_seconds"] > 0, record
+    assert record["audio_only_seconds"] + record["video_seconds"] <= record["together_seconds"]
+    assert pro_log.errors == [] and client_log.errors == []
