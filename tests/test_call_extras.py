@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page
 
+from booking_gate.rules import FAILURE_SENTENCES
 from tests.browser import CHROMIUM, PageLog, join, open_page, wait_connected
 from tests.service import Service
 
@@ -242,3 +245,40 @@ async def test_audio_only_stops_video_both_ways_keeps_audio_and_is_in_the_record
     assert record["audio_only_seconds"] > 0 and record["video_seconds"] > 0, record
     assert record["audio_only_seconds"] + record["video_seconds"] <= record["together_seconds"]
     assert pro_log.errors == [] and client_log.errors == []
+
+
+async def test_a_call_whose_media_cannot_connect_is_a_technical_failure_naming_why(
+        start_service: Callable[..., Service], browser: Browser) -> None:
+    """The client hides their IP (relay only) and the configured TURN server does not
+    answer: no relay candidate, so no path. Both came: technical failure, and the record
+    says why, from what each browser reported."""
+    closed = free_udp_port()
+    service = start_service(CARECALL_TURN_URLS=f"turn:127.0.0.1:{closed}?transport=udp",
+                            CARECALL_TURN_SECRET="turn-secret-for-a-server-that-is-not-there")
+    ends = now() + timedelta(seconds=50)
+    links = service.book("b-fail", ends - timedelta(minutes=1), minutes=1)
+    pro, _pro_log = await open_page(browser, links["professional"], init_script=PC_SPY)
+    client, _client_log = await open_page(browser, links["client"], init_script=PC_SPY)
+    await client.get_by_test_id("hide-ip-option").check()
+    await join(pro)
+    await join(client)
+    # No candidate, so ICE never fails by itself: the page reports it after 20 s.
+    await client.wait_for_function(
+        "() => document.querySelector('[data-testid=status]').textContent"
+        ".includes('cannot reach')", timeout=30_000)
+    await asyncio.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 1)
+    for page in (pro, client):
+        await page.get_by_test_id("hangup-button").click()
+        await page.get_by_test_id("hangup-confirm").click()
+    record = await final_record(service, "b-fail")
+    print("record:", record["outcome"], "-", record["explanation"])
+    assert record["status"] == "final" and record["outcome"] == "technical_failure", record
+    assert FAILURE_SENTENCES["no_relay_candidate"].format(role="client") \
+        in record["explanation"], record["explanation"]
+
+
+def free_udp_port() -> int:
+    """A UDP port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -33,6 +33,10 @@ import { COMMIT, REVEAL, VerificationError, Verifier, dtlsFingerprints } from ".
 const WARNING_BEFORE_END_MS = 5 * 60 * 1000;
 // After an ICE restart that does not bring the path back, start over on a new connection.
 const ICE_RESTART_GRACE_MS = 8000;
+// A connection that is not up this long after it began is reported as failed, with the
+// cause seen so far: ICE itself may wait for ever (a relay-only side whose TURN server
+// never answers has no candidate at all, so nothing ever fails).
+const CONNECT_TIMEOUT_MS = 20_000;
 // How often the page re-reads the session (notices, the next booking, a cancellation
 // while waiting in the lobby).
 const SESSION_POLL_MS = 10_000;
@@ -130,6 +134,7 @@ const state = {
   verifyProblem: null,  // why there is no code, when one cannot be computed
   mediaReported: null,
   restartTimer: null,
+  connectTimer: null,
   endTimer: null,
 };
 
@@ -222,6 +227,9 @@ function statusText() {
   }
   if (pc === "failed" || pc === "disconnected") {
     return t("status.interrupted");
+  }
+  if (state.mediaReported?.startsWith("failed")) {
+    return t("status.noPath");
   }
   return t("status.connecting");
 }
@@ -853,6 +861,13 @@ function newCall({ offer }) {
   els.remoteVideo.srcObject = state.remoteStream;
   call.addLocalTracks(media.stream, { offerer: offer });
   extras.attach(call);
+  clearTimeout(state.connectTimer);
+  state.connectTimer = setTimeout(() => serial(() => {
+    if (call === state.call && !call.everConnected && state.peerPresent) {
+      reportMedia("failed", call.failureCause(state.relayOnly));
+      render();
+    }
+  }), CONNECT_TIMEOUT_MS);
   if (offer && state.polite) {
     call.offer();  // rare: we lost our connection and the other kept theirs
   }
@@ -861,6 +876,7 @@ function newCall({ offer }) {
 
 function closeCall() {
   clearTimeout(state.restartTimer);
+  clearTimeout(state.connectTimer);
   if (state.call !== null) {
     if (state.mediaReported?.startsWith("connected")) {
       reportMedia("disconnected");

@@ -37,6 +37,7 @@ const en = {
   "status.peerAway": "The other person's connection dropped; waiting for them…",
   "status.interrupted": "The connection was interrupted; trying to recover…",
   "status.connecting": "Connecting the call…",
+  "status.noPath": "Your devices cannot reach each other yet (the network may block it); still trying…",
 
   "refused.title": "You cannot join this session",
   "refused.retry": "Try again",
@@ -283,6 +284,7 @@ const de = {
   "status.peerAway": "Die Verbindung der anderen Person ist abgebrochen; wir warten auf sie…",
   "status.interrupted": "Die Verbindung wurde unterbrochen; sie wird wiederhergestellt…",
   "status.connecting": "Das Gespräch wird verbunden…",
+  "status.noPath": "Ihre Geräte erreichen einander noch nicht (das Netzwerk blockiert es vielleicht); es wird weiter versucht…",
 
   "refused.title": "Sie können dieser Sitzung nicht beitreten",
   "refused.retry": "Erneut versuchen",
