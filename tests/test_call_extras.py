@@ -282,3 +282,31 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def wait_frame_size(page: Page, size: tuple[int, int], timeout: float = 15) -> float:
+    """Seconds until the received video frames have ``size`` and keep coming."""
+    started = time.monotonic()
+    while True:
+        before, after = await inbound_after(page, 0.5)
+        if (after["width"], after["height"]) == size and after["video"] > before["video"]:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout, (size, after)
+
+
+async def test_screen_share_from_a_browser_to_a_browser_and_back(
+        start_service: Callable[..., Service], browser: Browser) -> None:
+    """Chromium's fake screen is 1280x720 and its fake camera 640x480: the size of the
+    frames received says which one arrives."""
+    service = start_service()
+    links = service.book("b-screen", now())
+    pro, pro_log, client, client_log = await two_in_a_call(browser, links)
+    await wait_frame_size(pro, (640, 480))
+    button = client.get_by_test_id("screen-share-button")
+    await button.click()
+    shared = await wait_frame_size(pro, (1280, 720))
+    assert await button.get_attribute("aria-pressed") == "true"
+    await button.click()  # and back to the camera
+    back = await wait_frame_size(pro, (640, 480))
+    print(f"shared screen frames after {shared:.1f} s; camera again after {back:.1f} s")
+    assert pro_log.errors == [] and client_log.errors == []
