@@ -31,6 +31,7 @@ pytestmark = [
 KEY = "booking-panel-test-api-key-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 BERLIN = ZoneInfo("Europe/Berlin")
+DASH = "\u2013"  # Intl's range separator, the en dash
 
 
 class Service:
@@ -103,10 +104,15 @@ def day_name(iso: str) -> str:
     return f"{local:%a} {local.day} {local:%b}"
 
 
+def clock(slot: dict[str, str]) -> str:
+    """"09:00-09:50" (with the en dash) in Berlin, as en-GB and German write a range."""
+    return f"{berlin(slot['starts_at']):%H:%M}{DASH}{berlin(slot['ends_at']):%H:%M}"
+
+
 def plain(text: str | None) -> str:
     """Intl's spacing made comparable: narrow spaces as spaces, none around the dash."""
     text = (text or "").replace("\u202f", " ").replace("\u2009", " ").replace("\xa0", " ")
-    return re.sub(r"\s*–\s*", "–", text).strip()
+    return re.sub(rf"\s*{DASH}\s*", DASH, text).strip()
 
 
 async def in_call(browser: Browser, room: dict[str, str], **context: Any
@@ -156,13 +162,12 @@ async def test_the_professional_picks_a_day_then_a_time_and_confirms(
     assert await focused_testid(page) == "slot-option"  # focus moved to the times
     options = page.get_by_test_id("slot-option")
     shown = [plain(text) for text in await options.all_text_contents()]
-    wanted = [f"{berlin(s['starts_at']):%H:%M}–{berlin(s['ends_at']):%H:%M}" for s in second]
+    wanted = [clock(s) for s in second]
     assert shown == wanted  # same zone: no "CET", no "your time"
     assert await page.locator(".slot-local").count() == 0
 
     slot = second[1] if len(second) > 1 else second[0]
-    when = (f"{day_name(slot['starts_at'])}, "
-            f"{berlin(slot['starts_at']):%H:%M}–{berlin(slot['ends_at']):%H:%M}")
+    when = f"{day_name(slot['starts_at'])}, {clock(slot)}"
     await options.nth(second.index(slot)).click()
     await page.get_by_test_id("book-slot-button").click()
     step = page.get_by_test_id("booking-confirm-step")
@@ -209,7 +214,7 @@ async def test_the_keyboard_books_a_self_paid_session_in_german(
     assert await focused_testid(page) == "book-confirm-button"
     question = plain(await page.locator("#booking-question").text_content())
     assert question.startswith("Bo für ") and "selbst bezahlt" in question, question
-    assert f"{berlin(first['starts_at']):%H:%M}–{berlin(first['ends_at']):%H:%M}" in question
+    assert clock(first) in question
     await page.keyboard.press("Escape")
     await page.get_by_test_id("booking-confirm-step").wait_for(state="hidden")
     assert await focused_testid(page) == "book-slot-button"
@@ -229,7 +234,7 @@ async def test_the_keyboard_books_a_self_paid_session_in_german(
                                          ("en-GB", "America/New_York")])
 async def test_times_follow_the_viewers_locale_and_zone(
         service: Service, browser: Browser, locale: str, zone: str) -> None:
-    """en-US reads 12 h ("9:00 – 9:50 AM"), en-GB 24 h ("09:00–09:50"); a viewer in
+    """en-US reads 12 h ("9:00 - 9:50 AM"), en-GB 24 h ("09:00-09:50"); a viewer in
     another zone sees the professional's zone named and their own time beside it."""
     room = service.book(f"fmt-{locale}-{zone.split('/')[1]}", credits=2)
     first = service.free_days(room)[0][0]
@@ -239,12 +244,12 @@ async def test_times_follow_the_viewers_locale_and_zone(
     start, end = berlin(first["starts_at"]), berlin(first["ends_at"])
     print(locale, zone, repr(time))
     if locale == "en-US":
-        assert re.fullmatch(rf"{start:%-I:%M}–{end:%-I:%M} (AM|PM)", time), time
+        assert re.fullmatch(rf"{start:%-I:%M}{DASH}{end:%-I:%M} (AM|PM)", time), time
     elif zone == "Europe/Berlin":
-        assert time == f"{start:%H:%M}–{end:%H:%M}"
+        assert time == clock(first)
         assert await page.locator(".slot-local").count() == 0
     else:
-        assert time.startswith(f"{start:%H:%M}–{end:%H:%M} "), time
+        assert time.startswith(f"{clock(first)} "), time
         assert time.endswith((" CET", " CEST", " GMT+1", " GMT+2")), time
         local = plain(await option.locator(".slot-local").text_content())
         there = datetime.fromisoformat(first["starts_at"].replace("Z", "+00:00")
