@@ -91,7 +91,16 @@ class InCall:
                                  field="days")
         professional = await self._professional(booking)
         free = await self._free(professional, now, int(raw))
+        # What the booking panel needs to say whom it books and how it is paid: the
+        # client's first name only (the booking system sends full names), and the free
+        # sponsored balance the next booking would draw on (0: it would be self-paid).
+        # Both parties see the same answer: it is the client's own name and balance.
+        client = await self.gate.store.get_client(booking.client_id)
+        credits = 0 if client is None else (await self.gate.store.get_credits(client)).balance
         return {"timezone": professional.timezone,
+                "session_minutes": professional.session_minutes,
+                "client_first_name": client.first_name if client else "",
+                "sponsored_credits_left": credits,
                 "slots": [{"starts_at": format_time(s.starts_at),
                            "ends_at": format_time(s.ends_at)} for s in free]}
 

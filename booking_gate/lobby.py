@@ -87,12 +87,6 @@ def session_state(booking: Booking, current: bool, window: tuple[datetime, datet
     return SessionState.OVER
 
 
-def first_name(name: str) -> str:
-    """The first word of ``name``; "" for an erased person (whose name is empty)."""
-    words = name.split()
-    return words[0] if words else ""
-
-
 def parse_minutes(data: object) -> int:
     """``{"minutes": 5|10|15}``, or 422 naming ``minutes``."""
     body = Body(data, {"minutes"})
@@ -160,7 +154,7 @@ class Lobby:
             "now": format_time(now),
             "professional": {"name": professional.name if professional else "",
                              "timezone": professional.timezone if professional else "UTC"},
-            "client": {"first_name": first_name(client.name) if client else ""},
+            "client": {"first_name": client.first_name if client else ""},
             "notices": [notice.to_json() for notice in rules.notices_of(events)],
             "next_session": None if not later else {
                 "starts_at": format_time(later[0].starts_at),

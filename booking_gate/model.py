@@ -182,6 +182,12 @@ class Client:
     # Set once erased, as for professionals.
     erased_at: datetime | None = None
 
+    @property
+    def first_name(self) -> str:
+        """The first word of the name, all the call pages show; "" once erased."""
+        words = self.name.split()
+        return words[0] if words else ""
+
 
 @dataclass(frozen=True, slots=True)
 class HubSettings:

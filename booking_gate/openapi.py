@@ -689,8 +689,18 @@ def _scheduling_schemas() -> Schema:
                                                "enum": list(RUNNING_LATE_MINUTES)}},
                                   ("minutes",)),
         "Slot": slot,
-        "NextSlots": _object({"timezone": {"type": "string"},
-                              "slots": {"type": "array", "items": _ref("Slot")}}),
+        "NextSlots": _object({
+            "timezone": {"type": "string"},
+            "session_minutes": {"type": "integer",
+                                "description": "How long a booked session lasts."},
+            "client_first_name": {"type": "string",
+                                  "description": "The first word of the client's name "
+                                  "(\"\" once erased)."},
+            "sponsored_credits_left": {"type": "integer", "minimum": 0,
+                                       "description": "The client's free sponsored "
+                                       "credits, which the next booking would draw on; "
+                                       "0: it would be self-paid (private)."},
+            "slots": {"type": "array", "items": _ref("Slot")}}),
         "NextBookingInput": _body({"starts_at": _time("a `starts_at` from next-slots"),
                                    "idempotency_key": _text(64)},
                                   ("starts_at", "idempotency_key")),

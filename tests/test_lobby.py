@@ -254,6 +254,7 @@ async def test_hang_up_asks_then_the_end_page_shows_the_next_booking_to_both(
     await first.wait_for(state="visible", timeout=10_000)
     await first.click()
     await pro.get_by_test_id("book-slot-button").click()
+    await pro.get_by_test_id("book-confirm-button").click()
     await pro.get_by_test_id("booking-confirmation").wait_for(state="visible")
     # Hang-up asks first; "stay" keeps the call.
     await pro.get_by_test_id("hangup-button").click()

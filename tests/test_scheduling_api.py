@@ -7,7 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
+from booking_gate.openapi import openapi_document
 from tests.conftest import AUTH, FakeClock, GateClient, booking_body, seed_people
 
 
@@ -22,6 +24,13 @@ async def booked_room(gate: GateClient, clock: FakeClock, *, credits: int = 3,
     links = await (await gate.post(f"/api/v1/bookings/{booking_id}/links", headers=AUTH)).json()
     return {"room": booking["room_id"], "booking": booking,
             **{role: links[role]["url"].split("#t=")[1] for role in ("professional", "client")}}
+
+
+def validator(name: str) -> Draft202012Validator:
+    """The OpenAPI document's schema ``name``, resolving its references."""
+    root = {"$ref": f"#/components/schemas/{name}",
+            "components": openapi_document("https://gate.example/")["components"]}
+    return Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -59,6 +68,22 @@ async def test_next_slots_respect_the_current_booking_and_its_buffer(
     assert all(s["starts_at"] >= "2026-11-23T09:00:00Z" for s in data["slots"])
     client_view = await slots(gate, room, "client")
     assert client_view == data
+
+
+async def test_next_slots_name_the_client_the_length_and_the_credits_left(
+        gate: GateClient, clock: FakeClock) -> None:
+    """next-slots says whom and how the panel books: the client's first name only, the
+    session length, and the free sponsored balance, which the next booking then spends."""
+    room = await booked_room(gate, clock, credits=3)  # b-1 holds one of the three
+    data = await slots(gate, room)
+    assert (data["client_first_name"], data["session_minutes"],
+            data["sponsored_credits_left"]) == ("Cli", 50, 2)
+    assert [e.message for e in validator("NextSlots").iter_errors(data)] == []
+    status, booking = await book_next(gate, room, data["slots"][0]["starts_at"], "k-1")
+    assert (status, booking["funding"]) == (201, "sponsored")
+    assert (await slots(gate, room))["sponsored_credits_left"] == 1
+    # The client's page may read the same answer: their own first name and balance.
+    assert (await slots(gate, room, "client"))["sponsored_credits_left"] == 1
 
 
 @pytest.mark.parametrize("case,status,code", [
@@ -161,7 +186,9 @@ async def test_without_credits_left_the_next_session_is_self_paid(
         gate: GateClient, clock: FakeClock) -> None:
     """The last credit went to the current booking: the next one is private."""
     room = await booked_room(gate, clock, credits=1)
-    slot = (await slots(gate, room))["slots"][0]["starts_at"]
+    data = await slots(gate, room)
+    assert data["sponsored_credits_left"] == 0  # what the panel shows as "self-paid"
+    slot = data["slots"][0]["starts_at"]
     status, booking = await book_next(gate, room, slot, "k")
     assert (status, booking["funding"]) == (201, "private")
     credits = await (await gate.get("/api/v1/clients/cli-1/credits", headers=AUTH)).json()

@@ -183,7 +183,7 @@ async def test_the_client_has_no_booking_panel(service: GateClient, browser: Bro
 
 async def test_the_professional_books_the_next_session(service: GateClient,
                                                        browser: Browser) -> None:
-    """Against the real gate: pick a free slot, book it, see the confirmation."""
+    """Against the real gate: pick a free slot, book it, confirm, see the confirmation."""
     room = await book_now(service)
     probe = await service.get(f"/api/v1/rooms/{room['room_id']}/next-slots?days=14",
                               headers={"Authorization": f"Bearer {room['professional']}"})
@@ -197,6 +197,7 @@ async def test_the_professional_books_the_next_session(service: GateClient,
     shown = await first.locator(".slot-time").text_content()
     await first.click()
     await page.get_by_test_id("book-slot-button").click()
+    await page.get_by_test_id("book-confirm-button").click()
     confirmation = page.get_by_test_id("booking-confirmation")
     await confirmation.wait_for(state="visible", timeout=10_000)
     text = await confirmation.text_content() or ""
@@ -237,12 +238,17 @@ async def test_the_booking_panel_shows_slots_in_the_professionals_zone_and_retri
     await options.first.wait_for(state="visible", timeout=10_000)
     assert await options.count() == 3
     label = await options.first.text_content() or ""
-    assert ("EST" in label or "EDT" in label or "GMT-" in label) and "local" in label
+    assert ("EST" in label or "EDT" in label or "GMT-" in label) and "your time" in label
     await options.first.click()
     await page.get_by_test_id("book-slot-button").click()
+    # This gate names neither the client nor the credits: the question names the time only.
+    question = await page.locator("#booking-question").text_content() or ""
+    assert question.startswith("Book the next session for "), question
+    await page.get_by_test_id("book-confirm-button").click()
     await page.wait_for_function("() => document.body.textContent.includes('just taken')")
     await options.nth(1).click()
     await page.get_by_test_id("book-slot-button").click()
+    await page.get_by_test_id("book-confirm-button").click()
     confirmation = page.get_by_test_id("booking-confirmation")
     await confirmation.wait_for(state="visible", timeout=10_000)
     assert "Booked" in (await confirmation.text_content() or "")

@@ -1,9 +1,18 @@
-// "Book next session": the professional's panel (docs/contract.md section 3, in-call booking).
-// It lists the professional's free slots in their time zone (and the viewer's) and books
-// one with an idempotency key that is kept for retries of the same slot, so a retried
-// request after a lost response never books twice.
+// "Book next session": the professional's panel (docs/contract.md section 3, in-call booking;
+// docs/web_client.md). Three steps, as a therapist books between two sentences:
+//
+//   pick a day (`slot-day`, the free times counted) → pick a time (`slot-option`) and press
+//   `book-slot-button` → a question naming the client, the day, the range and the funding,
+//   answered with Confirm (`book-confirm-button`) or Back (`book-cancel-button`).
+//
+// Only Confirm sends the POST. Days are calendar days in the professional's zone; times
+// are formatted in the viewer's locale, with the viewer's own time beside them only when
+// the two zones show different clocks. The idempotency key is kept for retries of the
+// same slot, so a retried request after a lost response never books twice.
 
-import { formatTime, t, viewerTimeZone } from "./i18n.js";
+import {
+  dayKey, formatClockRange, formatDay, onLanguageChange, t, viewerTimeZone,
+} from "./i18n.js";
 import { errorOf } from "./ui.js";
 
 const DAYS = 14;
@@ -23,6 +32,29 @@ function element(tag, attributes = {}, text = "", i18n = null) {
   return node;
 }
 
+/** A button whose text and accessible name come from the catalogue. */
+function button(testid, textKey, labelKey, className = "") {
+  const attributes = { type: "button", "data-testid": testid, "aria-label": t(labelKey),
+    "data-i18n-attr": `aria-label=${labelKey}` };
+  if (className) {
+    attributes.class = className;
+  }
+  return element("button", attributes, "", textKey);
+}
+
+/** The free slots grouped by calendar day in `timeZone`, in order: [{key, slots}]. */
+export function groupByDay(slots, timeZone) {
+  const days = new Map();
+  for (const slot of slots) {
+    const key = dayKey(slot.starts_at, timeZone);
+    if (!days.has(key)) {
+      days.set(key, []);
+    }
+    days.get(key).push(slot);
+  }
+  return [...days].map(([key, daySlots]) => ({ key, slots: daySlots }));
+}
+
 export class BookingPanel {
   /**
    * @param {{container: HTMLElement, apiBase: string, room: string, token: string,
@@ -33,6 +65,10 @@ export class BookingPanel {
     this.url = `${apiBase}/api/v1/rooms/${encodeURIComponent(room)}`;
     this.token = token;
     this.timeZone = null;
+    this.client = { name: "", credits: null, minutes: null };  // from next-slots
+    this.days = [];        // [{key, slots}]
+    this.sameClock = true; // the viewer's clock reads like the professional's
+    this.day = null;       // the chosen day's key
     this.selected = null;  // {starts_at, ends_at}
     this.attempt = null;   // {starts_at, idempotency_key}: reused when retrying that slot
     this.busy = false;
@@ -47,21 +83,46 @@ export class BookingPanel {
     this.panel.hidden = true;
     const title = element("h2", { id: "booking-title" }, "", "booking.title");
     this.note = element("p", { class: "note", role: "status", "aria-live": "polite" });
+
+    this.picker = element("div", { class: "picker" });
+    this.picker.hidden = true;
+    this.dayList = element("fieldset", { class: "days" });
+    this.dayLegend = element("legend");
     this.list = element("fieldset", { class: "slots" });
-    this.list.hidden = true;
-    this.bookButton = element("button", { type: "button", "data-testid": "book-slot-button",
-      class: "primary", "aria-label": t("booking.bookLabel"),
-      "data-i18n-attr": "aria-label=booking.bookLabel" }, "", "booking.book");
+    this.bookButton = button("book-slot-button", "booking.book", "booking.bookLabel",
+      "primary");
     this.bookButton.disabled = true;
-    this.bookButton.hidden = true;
+    this.picker.append(this.dayList, this.list, this.bookButton);
+
+    this.confirmStep = element("div", { class: "confirm-step", role: "group",
+      "aria-labelledby": "booking-question", "data-testid": "booking-confirm-step" });
+    this.confirmStep.hidden = true;
+    this.question = element("p", { id: "booking-question", class: "question" });
+    const actions = element("div", { class: "actions" });
+    this.confirmButton = button("book-confirm-button", "booking.confirm",
+      "booking.confirmLabel", "primary");
+    this.backButton = button("book-cancel-button", "booking.back", "booking.backLabel");
+    actions.append(this.confirmButton, this.backButton);
+    this.confirmStep.append(this.question, actions);
+
     this.confirmation = element("p", { "data-testid": "booking-confirmation",
-      class: "confirmation", role: "status" });
+      class: "confirmation", role: "status", tabindex: "-1" });
     this.confirmation.hidden = true;
-    this.panel.append(title, this.note, this.list, this.bookButton, this.confirmation);
+    this.booked = null;  // {booking, slot}: what the confirmation says
+    this.panel.append(title, this.note, this.picker, this.confirmStep, this.confirmation);
     container.append(this.panel);
 
     this.button.addEventListener("click", () => this.toggle());
-    this.bookButton.addEventListener("click", () => this.book());
+    this.bookButton.addEventListener("click", () => this.ask());
+    this.confirmButton.addEventListener("click", () => this.book());
+    this.backButton.addEventListener("click", () => this.back());
+    this.confirmStep.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && !this.busy) {
+        event.preventDefault();
+        this.back();
+      }
+    });
+    onLanguageChange(() => this.#redraw());
   }
 
   async toggle() {
@@ -79,8 +140,8 @@ export class BookingPanel {
 
   async load() {
     this.note.textContent = t("booking.loading");
-    this.list.hidden = true;
-    this.bookButton.hidden = true;
+    this.picker.hidden = true;
+    this.confirmStep.hidden = true;
     let response;
     try {
       response = await fetch(`${this.url}/next-slots?days=${DAYS}`,
@@ -100,49 +161,202 @@ export class BookingPanel {
     }
     const body = await response.json();
     this.timeZone = body.timezone;
-    this.#render(Array.isArray(body.slots) ? body.slots : []);
+    // A gate without these fields (older than the panel) still books: the question then
+    // names neither the client nor the funding.
+    this.client = {
+      name: typeof body.client_first_name === "string" ? body.client_first_name : "",
+      credits: Number.isInteger(body.sponsored_credits_left) ? body.sponsored_credits_left
+        : null,
+      minutes: Number.isInteger(body.session_minutes) ? body.session_minutes : null,
+    };
+    this.days = groupByDay(Array.isArray(body.slots) ? body.slots : [], this.timeZone);
+    this.sameClock = this.#clocksAgree();
+    if (!this.days.some((day) => day.key === this.day)) {
+      this.day = this.days[0]?.key ?? null;
+    }
+    const day = this.days.find((d) => d.key === this.day);
+    if (!day?.slots.some((slot) => slot.starts_at === this.selected?.starts_at)) {
+      this.selected = null;
+    }
+    this.#render();
   }
 
-  #render(slots) {
-    this.list.replaceChildren();
-    this.selected = null;
-    this.bookButton.disabled = true;
-    if (slots.length === 0) {
-      this.note.textContent = t("booking.none", { n: DAYS });
-      return;
+  /** True when the viewer's clock reads like the professional's for every free time. */
+  #clocksAgree() {
+    const viewer = viewerTimeZone();
+    return viewer === this.timeZone || this.days.every((day) => day.slots.every((slot) =>
+      dayKey(slot.starts_at, viewer) === day.key
+      && formatClockRange(slot.starts_at, slot.ends_at, viewer)
+        === formatClockRange(slot.starts_at, slot.ends_at, this.timeZone)));
+  }
+
+  /** "Tue 9 Dec, 10:00–10:50" in the professional's zone, the zone named if clocks differ. */
+  #when(slot) {
+    return t("booking.when", { day: formatDay(slot.starts_at, this.timeZone),
+      range: formatClockRange(slot.starts_at, slot.ends_at, this.timeZone,
+        { zoneName: !this.sameClock }) });
+  }
+
+  /** The viewer's own time for `slot` ("your time: 09:00–09:50"), or "" if clocks agree. */
+  #local(slot) {
+    if (this.sameClock) {
+      return "";
     }
     const viewer = viewerTimeZone();
-    this.note.textContent = t("booking.zones", { zone: this.timeZone, local: viewer });
-    this.list.append(element("legend", {}, t("booking.legend", { n: DAYS })));
-    for (const slot of slots) {
+    const range = formatClockRange(slot.starts_at, slot.ends_at, viewer);
+    const time = dayKey(slot.starts_at, viewer) === dayKey(slot.starts_at, this.timeZone)
+      ? range : t("booking.when", { day: formatDay(slot.starts_at, viewer), range });
+    return t("booking.local", { time });
+  }
+
+  /** `when` plus the viewer's own time in brackets when it differs. */
+  #whenWithLocal(slot) {
+    const local = this.#local(slot);
+    return local ? `${this.#when(slot)} (${local})` : this.#when(slot);
+  }
+
+  #render() {
+    this.dayList.replaceChildren();
+    this.list.replaceChildren();
+    this.bookButton.disabled = this.selected === null;
+    if (this.days.length === 0) {
+      this.note.textContent = t("booking.none", { n: DAYS });
+      this.picker.hidden = true;
+      return;
+    }
+    this.note.textContent = this.sameClock ? t("booking.zoneSame", { zone: this.timeZone })
+      : t("booking.zones", { zone: this.timeZone, local: viewerTimeZone() });
+    this.dayLegend.textContent = t("booking.days", { n: DAYS });
+    this.dayList.append(this.dayLegend);
+    const days = element("div", { class: "day-buttons" });
+    for (const day of this.days) {
+      const chosen = day.key === this.day;
+      const pick = element("button", { type: "button", class: "day", "data-testid": "slot-day",
+        "data-day": day.key, "aria-pressed": String(chosen) });
+      pick.append(element("span", { class: "day-name" }, formatDay(day.slots[0].starts_at,
+        this.timeZone)), element("span", { class: "day-count" },
+        t("booking.dayCount", { n: day.slots.length })));
+      pick.addEventListener("click", () => this.pickDay(day.key));
+      days.append(pick);
+    }
+    this.dayList.append(days);
+    this.#renderTimes();
+    this.picker.hidden = false;
+  }
+
+  #renderTimes() {
+    this.list.replaceChildren();
+    const day = this.days.find((d) => d.key === this.day);
+    if (!day) {
+      return;
+    }
+    const name = formatDay(day.slots[0].starts_at, this.timeZone);
+    this.list.append(element("legend", {}, this.client.minutes === null
+      ? t("booking.times", { day: name })
+      : t("booking.timesLength", { day: name, minutes: this.client.minutes })));
+    const zoneName = !this.sameClock;
+    for (const slot of day.slots) {
       const option = element("label", { "data-testid": "slot-option", class: "slot" });
       const radio = element("input", { type: "radio", name: "next-slot",
         value: slot.starts_at });
+      radio.checked = slot.starts_at === this.selected?.starts_at;
       radio.addEventListener("change", () => {
         this.selected = slot;
         this.bookButton.disabled = false;
       });
       const main = element("span", { class: "slot-time" },
-        formatTime(slot.starts_at, this.timeZone));
-      const local = element("span", { class: "slot-local" },
-        t("booking.local", { time: formatTime(slot.starts_at, viewer) }));
-      option.append(radio, main, local);
+        formatClockRange(slot.starts_at, slot.ends_at, this.timeZone, { zoneName }));
+      option.append(radio, main);
+      const local = this.#local(slot);
+      if (local) {
+        option.append(element("span", { class: "slot-local" }, local));
+      }
       this.list.append(option);
     }
-    this.list.hidden = false;
-    this.bookButton.hidden = false;
   }
 
+  /** Show the times of day `key` and put focus on the first (or the chosen) one. */
+  pickDay(key) {
+    if (key !== this.day) {
+      this.day = key;
+      this.selected = null;
+      this.bookButton.disabled = true;
+    }
+    for (const pick of this.dayList.querySelectorAll("[data-testid=slot-day]")) {
+      pick.setAttribute("aria-pressed", String(pick.dataset.day === key));
+    }
+    this.#renderTimes();
+    (this.list.querySelector("input:checked") ?? this.list.querySelector("input"))?.focus();
+  }
+
+  /** The question for the chosen time: whom, when and how it is paid. */
+  #question(slot) {
+    const when = this.#whenWithLocal(slot);
+    const { name, credits } = this.client;
+    if (!name || credits === null) {
+      return t("booking.confirmPlain", { when });
+    }
+    return credits > 0 ? t("booking.confirmSponsored", { name, when, n: credits })
+      : t("booking.confirmSelfPaid", { name, when });
+  }
+
+  /** `book-slot-button`: ask before booking; focus on Confirm. */
+  ask() {
+    if (this.selected === null || this.busy) {
+      return;
+    }
+    this.question.textContent = this.#question(this.selected);
+    this.note.textContent = "";
+    this.picker.hidden = true;
+    this.confirmStep.hidden = false;
+    this.confirmButton.disabled = false;
+    this.confirmButton.focus();
+  }
+
+  /** Back: the times again, the choice kept, focus on the book button; nothing is sent. */
+  back() {
+    this.confirmStep.hidden = true;
+    this.picker.hidden = false;
+    this.#render();
+    this.bookButton.focus();
+  }
+
+  /** Redraw what is on screen in the new language. */
+  #redraw() {
+    if (this.timeZone === null) {
+      return;
+    }
+    if (!this.picker.hidden) {
+      this.#render();
+    }
+    if (!this.confirmStep.hidden && this.selected !== null) {
+      this.question.textContent = this.#question(this.selected);
+    }
+    if (this.booked !== null) {
+      this.confirmation.textContent = this.#bookedText(this.booked);
+    }
+  }
+
+  #bookedText({ booking, slot }) {
+    const when = this.#whenWithLocal({ starts_at: booking.starts_at ?? slot.starts_at,
+      ends_at: booking.ends_at ?? slot.ends_at });
+    const key = { sponsored: "booking.bookedSponsored", private: "booking.bookedSelfPaid" }[
+      booking.funding] ?? "booking.booked";
+    return t(key, { when });
+  }
+
+  /** Confirm: the POST, with the key kept for this slot so a retry cannot book twice. */
   async book() {
     if (this.selected === null || this.busy) {
       return;
     }
-    const startsAt = this.selected.starts_at;
-    if (this.attempt?.starts_at !== startsAt) {
-      this.attempt = { starts_at: startsAt, idempotency_key: crypto.randomUUID() };
+    const slot = this.selected;
+    if (this.attempt?.starts_at !== slot.starts_at) {
+      this.attempt = { starts_at: slot.starts_at, idempotency_key: crypto.randomUUID() };
     }
     this.busy = true;
-    this.bookButton.disabled = true;
+    this.confirmButton.disabled = true;
+    this.backButton.disabled = true;
     this.note.textContent = t("booking.booking");
     try {
       const response = await fetch(`${this.url}/next-booking`, {
@@ -151,21 +365,25 @@ export class BookingPanel {
       if (response.status === 200 || response.status === 201) {
         const booking = await response.json();
         this.attempt = null;
-        const at = booking.starts_at ?? startsAt;
-        this.confirmation.textContent = t("booking.booked",
-          { time: formatTime(at, this.timeZone), local: formatTime(at) });
+        this.selected = null;
+        this.booked = { booking, slot };
+        this.confirmation.textContent = this.#bookedText(this.booked);
         this.onBooked?.(booking);
         this.confirmation.hidden = false;
         this.note.textContent = "";
-        this.list.hidden = true;
-        this.bookButton.hidden = true;
+        this.confirmStep.hidden = true;
+        this.picker.hidden = true;
+        this.confirmation.focus();
         return;
       }
       const error = await errorOf(response);
       if (response.status === 409 && error.code === "slot_taken") {
         this.attempt = null;
+        this.selected = null;
         await this.load();
         this.note.textContent = t("booking.taken");
+        (this.list.querySelector("input")
+          ?? this.dayList.querySelector("[data-testid=slot-day]"))?.focus();
         return;
       }
       this.note.textContent = t("booking.failed", { reason: error.message ?? response.status });
@@ -174,7 +392,8 @@ export class BookingPanel {
       this.note.textContent = t("booking.retry");
     } finally {
       this.busy = false;
-      this.bookButton.disabled = this.selected === null;
+      this.confirmButton.disabled = false;
+      this.backButton.disabled = false;
     }
   }
 }

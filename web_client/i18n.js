@@ -243,15 +243,32 @@ const en = {
   "booking.none": "No free times in the next {n} days.",
   "booking.zones": "Times in {zone}, the professional's time zone, and in this device's "
     + "local time ({local}).",
-  "booking.legend": "Free times, next {n} days",
-  "booking.local": "local: {time}",
+  "booking.zoneSame": "Times in {zone}, your time zone.",
+  "booking.days": "Days with free times, next {n} days",
+  "booking.dayCount.one": "{n} free time",
+  "booking.dayCount.other": "{n} free times",
+  "booking.times": "Free times on {day}",
+  "booking.timesLength": "Free times on {day} ({minutes} minutes each)",
+  "booking.local": "your time: {time}",
+  "booking.when": "{day}, {range}",
   "booking.book": "Book this time",
   "booking.bookLabel": "Book the selected time",
+  "booking.confirmTitle": "Book this session?",
+  "booking.confirmSponsored": "Book {name} for {when} on a sponsored credit ({name} has {n} "
+    + "left)?",
+  "booking.confirmSelfPaid": "Book {name} for {when} self-paid (no sponsored credit left)?",
+  "booking.confirmPlain": "Book the next session for {when}?",
+  "booking.confirm": "Confirm",
+  "booking.confirmLabel": "Confirm and book this session",
+  "booking.back": "Back",
+  "booking.backLabel": "Back to the free times, without booking",
   "booking.booking": "Booking…",
-  "booking.booked": "Booked: {time} (local: {local}).",
+  "booking.booked": "Booked: {when}.",
+  "booking.bookedSponsored": "Booked: {when}, sponsored.",
+  "booking.bookedSelfPaid": "Booked: {when}, self-paid.",
   "booking.taken": "That time was just taken. Pick another time.",
   "booking.failed": "Could not book: {reason}",
-  "booking.retry": "Could not reach the server. Press the button again to retry.",
+  "booking.retry": "Could not reach the server. Press Confirm again to retry.",
 };
 
 const de = {
@@ -504,15 +521,33 @@ const de = {
   "booking.none": "Keine freien Zeiten in den nächsten {n} Tagen.",
   "booking.zones": "Zeiten in {zone}, der Zeitzone der Fachperson, und in der Ortszeit "
     + "dieses Geräts ({local}).",
-  "booking.legend": "Freie Zeiten, nächste {n} Tage",
-  "booking.local": "Ortszeit: {time}",
+  "booking.zoneSame": "Zeiten in {zone}, Ihrer Zeitzone.",
+  "booking.days": "Tage mit freien Zeiten, nächste {n} Tage",
+  "booking.dayCount.one": "{n} freie Zeit",
+  "booking.dayCount.other": "{n} freie Zeiten",
+  "booking.times": "Freie Zeiten am {day}",
+  "booking.timesLength": "Freie Zeiten am {day} (je {minutes} Minuten)",
+  "booking.local": "Ihre Zeit: {time}",
+  "booking.when": "{day}, {range}",
   "booking.book": "Diese Zeit buchen",
   "booking.bookLabel": "Die gewählte Zeit buchen",
+  "booking.confirmTitle": "Diese Sitzung buchen?",
+  "booking.confirmSponsored": "{name} für {when} buchen, mit einem gesponserten Guthaben "
+    + "({name} hat noch {n})?",
+  "booking.confirmSelfPaid": "{name} für {when} buchen, selbst bezahlt (kein gesponsertes "
+    + "Guthaben mehr)?",
+  "booking.confirmPlain": "Die nächste Sitzung für {when} buchen?",
+  "booking.confirm": "Bestätigen",
+  "booking.confirmLabel": "Bestätigen und diese Sitzung buchen",
+  "booking.back": "Zurück",
+  "booking.backLabel": "Zurück zu den freien Zeiten, ohne zu buchen",
   "booking.booking": "Wird gebucht…",
-  "booking.booked": "Gebucht: {time} (Ortszeit: {local}).",
+  "booking.booked": "Gebucht: {when}.",
+  "booking.bookedSponsored": "Gebucht: {when}, gesponsert.",
+  "booking.bookedSelfPaid": "Gebucht: {when}, selbst bezahlt.",
   "booking.taken": "Diese Zeit wurde gerade vergeben. Wählen Sie eine andere.",
   "booking.failed": "Buchen nicht möglich: {reason}",
-  "booking.retry": "Der Server war nicht erreichbar. Drücken Sie die Schaltfläche erneut.",
+  "booking.retry": "Der Server war nicht erreichbar. Drücken Sie erneut auf „Bestätigen“.",
 };
 
 export const CATALOGUE = { en, de };
@@ -626,6 +661,33 @@ export function formatClock(iso) {
 /** "Tue 24 Nov, 10:00–10:50" in the viewer's zone. */
 export function formatRange(startIso, endIso) {
   const format = dateFormat(DAY_AND_TIME);
+  const start = new Date(startIso);
+  const end = new Date(endIso);
+  return typeof format.formatRange === "function" ? format.formatRange(start, end)
+    : `${format.format(start)} – ${format.format(end)}`;
+}
+
+/** "Tue 9 Dec" (en-GB), "Tue, Dec 9" (en-US), "Di., 9. Dez." (de): the day in `timeZone`. */
+export function formatDay(iso, timeZone = undefined) {
+  return dateFormat({ weekday: "short", day: "numeric", month: "short" }, timeZone)
+    .format(new Date(iso));
+}
+
+/** A key that is the same for two instants on the same calendar day in `timeZone`. */
+export function dayKey(iso, timeZone = undefined) {
+  const parts = dateFormat({ year: "numeric", month: "2-digit", day: "2-digit" }, timeZone)
+    .formatToParts(new Date(iso));
+  return ["year", "month", "day"].map((type) => parts.find((p) => p.type === type)?.value)
+    .join("-");
+}
+
+/** "10:00–10:50" (en-GB, de) or "10:00 – 10:50 AM" (en-US) in `timeZone`; with
+ * `zoneName`, the zone's short name too ("10:00–10:50 CET"). */
+export function formatClockRange(startIso, endIso, timeZone = undefined,
+  { zoneName = false } = {}) {
+  const options = { hour: "numeric", minute: "2-digit" };
+  const format = dateFormat(zoneName ? { ...options, timeZoneName: "short" } : options,
+    timeZone);
   const start = new Date(startIso);
   const end = new Date(endIso);
   return typeof format.formatRange === "function" ? format.formatRange(start, end)
