@@ -310,3 +310,34 @@ async def test_screen_share_from_a_browser_to_a_browser_and_back(
     back = await wait_frame_size(pro, (640, 480))
     print(f"shared screen frames after {shared:.1f} s; camera again after {back:.1f} s")
     assert pro_log.errors == [] and client_log.errors == []
+
+
+async def test_the_client_sees_the_next_session_within_2_s_of_the_professional_booking(
+        start_service: Callable[..., Service], browser: Browser) -> None:
+    service = start_service()
+    links = service.book("b-next", now())
+    pro, pro_log, client, client_log = await two_in_a_call(browser, links)
+    await pro.get_by_test_id("next-session-button").click()
+    await pro.get_by_test_id("slot-day").nth(1).click()  # day, then time, then confirm
+    await pro.get_by_test_id("slot-option").first.click()
+    await pro.get_by_test_id("book-slot-button").click()
+    question = await pro.get_by_test_id("booking-confirm-step").text_content() or ""
+    assert "Book Bo for" in question, question
+    await pro.get_by_test_id("book-confirm-button").click()
+    await pro.get_by_test_id("booking-confirmation").wait_for(state="visible")
+    confirmed = time.monotonic()
+    notice = client.get_by_test_id("call-notice")
+    await client.wait_for_function(
+        "() => document.querySelector('[data-testid=call-notice]').textContent"
+        ".includes('booked your next session')", timeout=2_000)
+    shown = time.monotonic() - confirmed
+    text = await notice.text_content() or ""
+    print(f"client told {shown:.3f} s after the confirmation: {text}")
+    bookings = service.api("GET", "/api/v1/bookings?professional_id=pro-a")["items"]
+    new = [b for b in bookings if b["booking_id"] != "b-next"]
+    assert len(new) == 1, bookings
+    await client.get_by_test_id("hangup-button").click()  # and on the client's end page
+    await client.get_by_test_id("hangup-confirm").click()
+    ended = await client.get_by_test_id("next-session-info").text_content() or ""
+    assert ended.startswith("Your next session"), ended
+    assert pro_log.errors == [] and client_log.errors == []
