@@ -261,6 +261,8 @@ class Peer:
         self._channel_task: asyncio.Task[None] | None = None
         self._video_sender: RTCRtpSender | None = None
         self._video_source: MediaStreamTrack | None = None
+        for text in chat:
+            channel.chat("", text, _now())  # ValueError now rather than when it opens
         self._chat_on_open = list(chat)
         self.remote_state: channel.State | None = None
         self.remote_stats: channel.Stats | None = None

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from peer import Peer
-from peer.channel import Quality, State
+from peer.channel import Booked, Quality, State
 from signalling.appkeys import REPORTER
 from signalling.config import SignallingConfig
 from tests.conftest import (
@@ -45,8 +46,8 @@ def stats_tasks() -> list[asyncio.Task[Any]]:
 
 async def test_chat_goes_both_ways_and_is_printed_as_one_line(service: GateClient) -> None:
     """Each side's chat arrives at the other with the sender's role, is printed as
-    ``chat from <role>: <text>`` and counted in the stats; the stats timers end with the
-    peers."""
+    ``chat from <role>: <text>`` and counted in the stats; a ``booked`` is kept and
+    printed; the stats timers end with the peers."""
     room = await book_now(service)
     said: dict[str, list[str]] = {"professional": [], "client": []}
     async with Peer(room["links"]["professional"], notify=said["professional"].append,
@@ -65,6 +66,13 @@ async def test_chat_goes_both_ways_and_is_printed_as_one_line(service: GateClien
         assert (pro.stats.chat_received, client.stats.chat_received) == (1, 2)
         assert pro.stats.to_json()["chat_received"] == 1
         assert stats_tasks(), "each open channel reports its path"
+        # What the page sends when the professional books the next session in the call.
+        starts = datetime(2026, 12, 10, 9, 0, tzinfo=UTC)
+        assert pro._channel_send(Booked(starts, starts + timedelta(minutes=50), "sponsored"))
+        await client.wait_for(lambda: client.booked != [], 10, "the booking")
+        assert client.booked[0].starts_at == starts
+        assert ("the professional booked the next session: 2026-12-10T09:00:00+00:00"
+                in said["client"])
         await client.leave()
         await pro.leave()
     assert stats_tasks() == []
