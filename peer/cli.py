@@ -22,6 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
+from peer.channel import MAX_CHAT_CHARS
 from peer.client import Peer, PeerError, SessionEnded
 
 EPILOG = """\
@@ -29,6 +30,7 @@ examples:
   carecall peer --link-file link.txt --duration 30 --stats-json out.json
   printf '%s\\n' "$CLIENT_LINK" | carecall peer - --video clip.mp4 --min-frames 100
   carecall peer 'http://127.0.0.1:8080/s/ROOM#t=TOKEN' --duration 30
+  carecall peer --link-file link.txt --chat 'hello' --chat 'can you hear me?'
 
 The token in a link given on the command line can be read by every local user (ps,
 /proc): on a shared machine pass it on standard input ('-', one line; printf is a shell
@@ -70,7 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats-json", metavar="PATH",
                         help="write admitted_at, connected_at, first_frame_at, "
                              "frames_received, frames_sent, audio_frames_received and "
-                             "verification_code (plus diagnostics) as JSON to PATH")
+                             "verification_code (plus diagnostics, and from the data "
+                             "channel remote_state, remote_quality, quality, "
+                             "chat_received and last_frame_size) as JSON to PATH")
+    parser.add_argument("--chat", action="append", default=[], metavar="TEXT",
+                        help="send TEXT as a chat message (1 to 2000 characters) once "
+                             "the call's data channel opens; repeat for several. Chat "
+                             "received is printed as 'chat from ROLE: TEXT'")
     parser.add_argument("--min-frames", type=int, default=1, metavar="N",
                         help="video frames that must be decoded from the other party for "
                              "exit status 0 (default 1)")
@@ -226,13 +234,16 @@ def main(args: argparse.Namespace) -> int:
     if args.duration < 0 or args.min_frames < 0 or args.connect_timeout <= 0:
         _say("--duration and --min-frames must not be negative, --connect-timeout > 0")
         return 2
+    if any(not 1 <= len(text) <= MAX_CHAT_CHARS for text in args.chat):
+        _say(f"--chat: a chat message is 1 to {MAX_CHAT_CHARS} characters")
+        return 2
     if args.video != "synthetic" and not Path(args.video).is_file():
         _say(f"--video: no such file: {args.video}")
         return 2
     try:
         peer = Peer(read_link(args), video=args.video, audio=not args.no_audio,
                     relay_only=args.relay_only, audio_only=args.audio_only,
-                    record=args.record, notify=_say)
+                    record=args.record, notify=_say, chat=args.chat)
     except (UsageError, PeerError) as error:
         _say(str(error))
         return 2

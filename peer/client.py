@@ -20,7 +20,8 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +31,11 @@ import aiohttp
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
+    RTCDataChannel,
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaPlayer, MediaRecorder, MediaRelay
@@ -41,6 +44,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, certificate_digest
 from aiortc.sdp import candidate_from_sdp
 from av import VideoFrame
 
+from peer import channel
 from peer.connections import Connections
 from peer.media import FrameClock, SyntheticVideoTrack, ToneAudioTrack, read_counter
 from peer.verification import COMMIT, REVEAL, VerificationError, Verifier
@@ -101,6 +105,15 @@ class PeerStats:
     reconnects: int = 0
     connections: int = 0
     events: list[str] = field(default_factory=list)
+    # From the call's data channel: the other side's last state and grade, our own last
+    # grade, how many chat messages arrived (never their text).
+    remote_state: channel.State | None = None
+    remote_quality: channel.Quality | None = None
+    quality: channel.Quality | None = None
+    chat_received: int = 0
+    # [width, height] of the last video frame received: a shared screen differs from
+    # the camera.
+    last_frame_size: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +126,13 @@ class PeerStats:
             "verification_code": self.verification_code,
             "max_frame_gap_seconds": round(self.max_frame_gap, 3),
             "frames_lost": self.frames_lost, "reconnects": self.reconnects,
+            "remote_state": None if self.remote_state is None else {
+                name: getattr(self.remote_state, name)
+                for name in ("mic", "camera", "video", "screen")},
+            "remote_quality": self.remote_quality and str(self.remote_quality),
+            "quality": self.quality and str(self.quality),
+            "chat_received": self.chat_received,
+            "last_frame_size": self.last_frame_size and list(self.last_frame_size),
         }
 
 
@@ -192,7 +212,8 @@ class Peer:
 
     def __init__(self, link: str, *, video: str = "synthetic", audio: bool = True,
                  record: str | None = None, notify: Callable[[str], None] | None = None,
-                 relay_only: bool = False, audio_only: bool = False) -> None:
+                 relay_only: bool = False, audio_only: bool = False,
+                 chat: Sequence[str] = ()) -> None:
         self.ws_url, self.room_id, self.token = parse_link(link)
         scheme, _, rest = self.ws_url.partition("://")
         # The server's origin, safe to print: the token is never part of it.
@@ -203,7 +224,10 @@ class Peer:
         self.polite = False
         self._video, self._audio, self._record = video, audio, record
         # Send no video track (still receive the other party's); ``media`` says video false.
+        # True also while the other side has asked for audio-only (``set_audio_only``).
         self.audio_only = audio_only
+        # Started audio-only: no video sender at all, so video cannot be turned back on.
+        self._no_video = audio_only
         # Offer only TURN relay candidates: the other party never learns our address.
         self.relay_only = relay_only
         self._frame_clock = FrameClock()
@@ -232,6 +256,18 @@ class Peer:
         self._done = asyncio.Event()
         self._last_frame: float | None = None
         self._last_counter: int | None = None
+        # The call's data channel of the current connection, and what came over it.
+        self._channel: RTCDataChannel | None = None
+        self._channel_task: asyncio.Task[None] | None = None
+        self._video_sender: RTCRtpSender | None = None
+        self._video_source: MediaStreamTrack | None = None
+        for text in chat:
+            channel.chat("", text, _now())  # ValueError now rather than when it opens
+        self._chat_on_open = list(chat)
+        self.remote_state: channel.State | None = None
+        self.remote_stats: channel.Stats | None = None
+        self.chats: list[tuple[str, str, datetime]] = []
+        self.booked: list[channel.Booked] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -343,6 +379,7 @@ class Peer:
         # Closes that the signalling task had begun go on to their end (Connections).
         self._pc = None
         self._verifier = None
+        self._end_channel()
         await self._connections.close_all(CLOSE_TIMEOUT)
         tasks = list(self._tasks)
         for task in tasks:
@@ -491,6 +528,7 @@ class Peer:
     async def _close_pc(self) -> None:
         pc, self._pc = self._pc, None
         self._verifier = None
+        self._end_channel()
         if pc is not None:
             await self._connections.close(pc)
 
@@ -506,12 +544,18 @@ class Peer:
         self._stats.connections += 1
         assert self.role is not None
         self._verifier = Verifier(self.role)
-        if self.audio_only:
+        # Before any offer or answer, so the first offer has its m=application line.
+        self._open_channel(pc)
+        self._video_sender = self._video_source = None
+        if self._no_video:
             # No video of ours, but an m-line to receive the other party's (an offer
             # without one would get no video back; JSEP 5.2.1).
             pc.addTransceiver("video", direction="recvonly")
         else:
-            pc.addTrack(self._video_track())
+            self._video_source = self._video_track()
+            self._video_sender = pc.addTrack(self._video_source)
+            if self.audio_only:  # asked for on an earlier connection: still so
+                self._video_sender.replaceTrack(None)
         if self._audio:
             if self._player is not None and self._player.audio is not None:
                 pc.addTrack(self._relay.subscribe(self._player.audio))
@@ -669,6 +713,8 @@ class Peer:
                 self._stats.max_frame_gap = max(self._stats.max_frame_gap, now - self._last_frame)
             self._last_frame = now
             self._stats.frames_received += 1
+            if isinstance(frame, VideoFrame):
+                self._stats.last_frame_size = (frame.width, frame.height)
             counter = read_counter(frame) if isinstance(frame, VideoFrame) else None
             if counter is not None:
                 if self._last_counter is not None and counter > self._last_counter + 1:
@@ -679,3 +725,121 @@ class Peer:
     def stats(self) -> PeerStats:
         self._stats.frames_sent = self._frame_clock.frames_sent
         return self._stats
+
+    # -- the call's data channel (docs/protocol.md; frames in peer.channel) ---------------
+
+    @property
+    def channel_open(self) -> bool:
+        return self._channel is not None and self._channel.readyState == "open"
+
+    def _open_channel(self, pc: RTCPeerConnection) -> None:
+        # Negotiated: aiortc opens it on both sides when the SCTP association is up.
+        dc = pc.createDataChannel(channel.LABEL, negotiated=True, id=channel.CHANNEL_ID,
+                                  ordered=True)
+        self._channel = dc
+
+        @dc.on("open")
+        def on_open() -> None:
+            if dc is self._channel:
+                self._send_state()
+                for text in self._chat_on_open:
+                    self._send_chat_now(text)
+                self._chat_on_open.clear()
+                self._channel_task = asyncio.create_task(self._report_path(pc),
+                                                         name="channel-stats")
+
+        @dc.on("message")
+        def on_message(data: str | bytes) -> None:
+            if dc is self._channel:
+                message = channel.parse_frame(data)
+                if message is not None:
+                    self._on_channel_message(message)
+
+    def _end_channel(self) -> None:
+        self._channel = None
+        task, self._channel_task = self._channel_task, None
+        if task is not None:
+            task.cancel()
+            self._tasks.add(task)  # close() waits for it
+            task.add_done_callback(self._tasks.discard)
+
+    def _channel_send(self, message: channel.ChannelMessage) -> bool:
+        if not self.channel_open:
+            return False
+        assert self._channel is not None
+        self._channel.send(channel.encode(message))
+        return True
+
+    def _send_state(self) -> None:
+        self._channel_send(channel.State(mic=self._audio, camera=not self.audio_only,
+                                         video=not self.audio_only, screen=False))
+
+    def _send_chat_now(self, text: str) -> bool:
+        return self._channel_send(channel.chat(uuid.uuid4().hex, text, _now()))
+
+    async def send_chat(self, text: str) -> None:
+        """Send a chat message to the other party, peer to peer (the server never sees
+        it); ``PeerError`` if the data channel is not open, ``ValueError`` if ``text`` is
+        empty or longer than the limit."""
+        if not self._send_chat_now(text):
+            raise PeerError("the data channel is not open: chat not sent")
+
+    async def set_audio_only(self, on: bool, *, ask_other: bool = True) -> None:
+        """Stop (``on``) or resume sending video, without renegotiating; with
+        ``ask_other``, ask the other side to do the same (``audio-only`` request)."""
+        if ask_other and not self._channel_send(channel.AudioOnly(on)):
+            raise PeerError("the data channel is not open: audio-only not asked")
+        if on == self.audio_only:
+            return
+        if not on and (self._no_video or self._video_sender is None):
+            self._notify("started --audio-only: no video to send again")
+            return
+        self.audio_only = on
+        if self._video_sender is not None:
+            # aiortc's sender keeps its RTP task and idles while it has no track.
+            self._video_sender.replaceTrack(None if on else self._video_source)
+        if self._pc is not None and self._pc.connectionState == "connected":
+            # For attendance: this party sends video, or not, from now on.
+            await self._send(messages.media("connected", video=not on))
+        self._send_state()
+
+    def _on_channel_message(self, message: channel.ChannelMessage) -> None:
+        match message:
+            case channel.State():
+                self.remote_state = self._stats.remote_state = message
+            case channel.Stats():
+                self.remote_stats = message
+                self._stats.remote_quality = message.quality
+            case channel.AudioOnly():
+                self._spawn(self.set_audio_only(message.on, ask_other=False))
+            case channel.Chat():
+                sender = "client" if self.role == "professional" else "professional"
+                self.chats.append((sender, message.text, message.at))
+                self._stats.chat_received += 1
+                self._notify(f"chat from {sender}: {channel.one_line(message.text)}")
+            case channel.Booked():
+                self.booked.append(message)
+                self._notify("the professional booked the next session: "
+                             f"{message.starts_at.isoformat()}")
+
+    async def _report_path(self, pc: RTCPeerConnection) -> None:
+        """Every ``STATS_INTERVAL``, send ``stats`` with our view of the path; ends with
+        the connection (cancelled by ``_end_channel``, or when ``pc`` is no longer ours)."""
+        before = await self._sample(pc)
+        while pc is self._pc and pc.connectionState not in ("closed", "failed"):
+            await asyncio.sleep(channel.STATS_INTERVAL)
+            if pc is not self._pc or not self.channel_open:
+                return
+            now = await self._sample(pc)
+            remote = self.remote_state
+            stats = channel.path_stats(
+                before, now, sending_video=not self.audio_only,
+                remote_camera_on=remote is not None and remote.camera and remote.video)
+            before = now
+            self._stats.quality = stats.quality
+            self._channel_send(stats)
+
+    async def _sample(self, pc: RTCPeerConnection) -> channel.Sample:
+        report = await pc.getStats()
+        return channel.sample_from_report(report, at=time.monotonic(),
+                                          frames_received=self._stats.frames_received)

@@ -37,7 +37,8 @@ def server(tmp_path: Path) -> Iterator[Served]:
 def test_a_call_with_the_links_from_standard_input_and_from_a_file(
         server: Served, tmp_path: Path) -> None:
     """`carecall peer -` reads its link from stdin, `--link-file` from a file; neither
-    link is on the command line, and the call succeeds for both."""
+    link is on the command line, and the call succeeds for both. The client's --chat
+    arrives over the data channel and is printed by the professional's peer."""
     links = book(server, "hidden", now() - timedelta(seconds=30), now() + timedelta(minutes=5))
     link_file = tmp_path / "link.txt"
     link_file.write_text(links["client"] + "\n")
@@ -47,6 +48,7 @@ def test_a_call_with_the_links_from_standard_input_and_from_a_file(
             env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True) as from_stdin, subprocess.Popen(
             [*CARECALL, "peer", "--link-file", str(link_file),
+             "--chat", "hello over the data channel",
              "--stats-json", str(tmp_path / "client.json"), *common],
             env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True) as from_file:
@@ -66,9 +68,11 @@ def test_a_call_with_the_links_from_standard_input_and_from_a_file(
     assert from_file.returncode == 0, err_file
     assert "admitted as professional" in err_stdin
     assert "admitted as client" in err_file
+    assert "carecall peer: chat from client: hello over the data channel" in err_stdin
     for role in ("pro", "client"):
         stats = json.loads((tmp_path / f"{role}.json").read_text())
         assert stats["frames_received"] >= 1
+        assert stats["chat_received"] == (1 if role == "pro" else 0)
 
 
 @pytest.mark.parametrize("case,args,stdin,message", [
@@ -83,6 +87,8 @@ def test_a_call_with_the_links_from_standard_input_and_from_a_file(
     ("both", ["http://a/s/r#t=x", "--link-file", "empty.txt"], None,
      "give the link as LINK or with --link-file, not both"),
     ("neither", [], None, "no link: give LINK, '-' to read it from standard input"),
+    ("empty chat", ["http://a/s/r#t=x", "--chat", ""], None,
+     "--chat: a chat message is 1 to 2000 characters"),
 ])
 def test_bad_link_input_is_one_line_and_exit_2(tmp_path: Path, case: str, args: list[str],
                                                stdin: str | None, message: str | None) -> None:
@@ -129,3 +135,4 @@ def test_peer_help_names_the_ways_to_pass_the_link() -> None:
     assert "or - to read it from standard input" in text
     assert "visible to every local user" in text
     assert "carecall peer -" in text
+    assert "--chat TEXT" in text
