@@ -187,7 +187,7 @@ RTT_MS = (400.0, 200.0)        # over
 LOSS_PCT = (8.0, 2.0)          # over
 OUT_KBPS = (150.0, 400.0)      # under, while sending video
 IN_VIDEO_KBPS = (100.0, 300.0)  # under, from a camera the other side says is on
-IN_FPS = (8.0, 20.0)           # under, likewise
+IN_FPS = (8.0, 15.0)           # under, likewise
 
 
 def _level(value: float | None, limits: tuple[float, float], *, over: bool) -> int:

@@ -41,7 +41,7 @@ G, F, P = Quality.GOOD, Quality.FAIR, Quality.POOR
 # (rtt_ms, loss_pct, out_kbps, in_fps, in_video_kbps, sending_video, remote_camera_on)
 @pytest.mark.parametrize(("figures", "grade"), [
     ((None, None, None, None, None, True, True), G),
-    ((200, 2, 400, 20, 300, True, True), G),     # every limit itself is still good
+    ((200, 2, 400, 15, 300, True, True), G),     # every limit itself is still good
     ((201, 0, None, None, None, True, True), F),
     ((400, 0, None, None, None, True, True), F),
     ((401, 0, None, None, None, False, False), P),
@@ -52,7 +52,7 @@ G, F, P = Quality.GOOD, Quality.FAIR, Quality.POOR
     ((10, 0, 150, None, None, True, False), F),
     ((10, 0, 149, None, None, True, False), P),
     ((10, 0, 10, None, None, False, False), G),  # a low bitrate does not matter without video
-    ((10, 0, None, 19.9, None, False, True), F),
+    ((10, 0, None, 14.9, None, False, True), F),
     ((10, 0, None, 8, None, False, True), F),
     ((10, 0, None, 7.9, None, False, True), P),
     ((10, 0, None, 0, 0, False, False), G),      # no camera on the other side: no video figures
@@ -64,7 +64,7 @@ G, F, P = Quality.GOOD, Quality.FAIR, Quality.POOR
 def test_quality_grade_uses_the_protocol_thresholds(figures: tuple[Any, ...],
                                                     grade: Quality) -> None:
     """poor over 400 ms / 8 % / under 150 out / 100 in / 8 fps; fair over 200 ms / 2 % /
-    under 400 / 300 / 20; unknown figures and figures that do not apply are not held
+    under 400 / 300 / 15; unknown figures and figures that do not apply are not held
     against the path."""
     *numbers, sending, camera = figures
     assert quality_grade(*numbers, sending_video=sending, remote_camera_on=camera) is grade
