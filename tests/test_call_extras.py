@@ -20,6 +20,7 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from booking_gate.rules import FAILURE_SENTENCES
+from peer import Peer
 from tests.browser import CHROMIUM, PageLog, join, open_page, wait_connected
 from tests.service import Service
 
@@ -341,3 +342,52 @@ async def test_the_client_sees_the_next_session_within_2_s_of_the_professional_b
     ended = await client.get_by_test_id("next-session-info").text_content() or ""
     assert ended.startswith("Your next session"), ended
     assert pro_log.errors == [] and client_log.errors == []
+
+
+# -- opposite the headless peer (QA's peer, aiortc: never polite, cannot roll back) --------
+
+
+async def test_chat_labels_and_screen_share_between_a_browser_and_the_headless_peer(
+        start_service: Callable[..., Service], browser: Browser) -> None:
+    service = start_service(CARECALL_LOG_LEVEL="DEBUG")
+    links = service.book("b-peer", now())
+    printed: list[str] = []
+    pro, pro_log = await open_page(browser, links["professional"], init_script=PC_SPY)
+    await join(pro)
+    async with Peer(links["client"], notify=printed.append) as peer:
+        await peer.wait_connected(timeout=30)
+        await wait_connected(pro)
+        await peer.wait_for(lambda: peer.channel_open, 10, "the data channel")
+        # Chat both ways.
+        await peer.send_chat(f"from the peer {CHAT_SECRET}")
+        await wait_chat(pro, f"from the peer {CHAT_SECRET}")
+        await chat(pro, f"from the browser {CHAT_SECRET}")
+        await peer.wait_for(lambda: any(CHAT_SECRET in text for _r, text, _a in peer.chats),
+                            5, "the browser's chat")
+        assert [(role, text) for role, text, _at in peer.chats] == [
+            ("professional", f"from the browser {CHAT_SECRET}")]
+        # What each saw of the other: the browser's mute in the peer's remote state.
+        await pro.get_by_test_id("mute-button").click()
+        await peer.wait_for(lambda: peer.remote_state is not None
+                            and not peer.remote_state.mic, 1, "the browser's mute")
+        # Screen share: the peer receives frames of the shared surface (1280x720).
+        await peer.wait_for(lambda: peer.stats.last_frame_size == (640, 480), 10,
+                            "camera frames")
+        await pro.get_by_test_id("screen-share-button").click()
+        started = time.monotonic()
+        await peer.wait_for(lambda: peer.stats.last_frame_size == (1280, 720), 15,
+                            "shared-screen frames")
+        frames = peer.stats.frames_received
+        await peer.wait_for(lambda: peer.stats.frames_received > frames + 10, 5,
+                            "more shared-screen frames")
+        print(f"the headless peer got shared-screen frames {time.monotonic() - started:.1f} s"
+              " after the click")
+        await pro.get_by_test_id("screen-share-button").click()
+        await peer.wait_for(lambda: peer.stats.last_frame_size == (640, 480), 15,
+                            "camera frames again")
+        await peer.leave()
+    log = service.served.stderr()
+    assert "DEBUG" in log and CHAT_SECRET not in log
+    for database in Path(service.var_dir).glob("*.db*"):
+        assert CHAT_SECRET.encode() not in database.read_bytes(), database
+    assert pro_log.errors == []
