@@ -93,6 +93,11 @@ async def one_scheme(browser: Browser, links: dict[str, str], scheme: str, out: 
         "() => document.querySelector('[data-testid=status]').textContent"
         ".includes('connected') && /^\\d{6}$/.test(document.querySelector("
         "'[data-testid=verification-code]').textContent.trim())", timeout=TIMEOUT_MS)
+    await professional.wait_for_function(  # the first quality grade (every 2 s)
+        "() => document.querySelector('[data-testid=quality-indicator]').dataset.quality"
+        " !== 'unknown'", timeout=TIMEOUT_MS)
+    await professional.get_by_test_id("chat-input").fill("I'll send the worksheet here.")
+    await professional.get_by_test_id("chat-send").click()
     await professional.wait_for_timeout(1500)  # the remote video settles
     await shoot(professional, out, f"call-{scheme}")
     await professional.get_by_test_id("hangup-button").click()
