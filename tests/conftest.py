@@ -146,6 +146,13 @@ async def service(tmp_path: Path, signalling_config: Any,
     yield await serve_in_process(tmp_path, signalling_config, aiohttp_client)
 
 
+@pytest.fixture
+async def timed(tmp_path: Path, signalling_config: Any, clock: FakeClock,
+                aiohttp_client: Callable[..., Any]) -> AsyncIterator[GateClient]:
+    """The whole service, as ``carecall serve`` runs it, on the fake clock."""
+    yield await serve_in_process(tmp_path, signalling_config, aiohttp_client, clock=clock)
+
+
 async def serve_in_process(tmp_path: Path, signalling_config: Any,
                            aiohttp_client: Callable[..., Any], *,
                            clock: Callable[[], datetime] | None = None) -> GateClient:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,27 +14,18 @@ import pytest
 
 from booking_gate.rules import FAILURE_SENTENCES, RULE_VERSION
 from signalling.appkeys import REPORTER
-from signalling.config import SignallingConfig
 from tests.conftest import (
     AUTH,
     FakeClock,
     GateClient,
     booking_body,
     seed_people,
-    serve_in_process,
 )
 
 WS = aiohttp.ClientWebSocketResponse
 READ_LIMIT = 10.0
 
 
-@pytest.fixture
-async def timed(tmp_path: Path, clock: FakeClock,
-                aiohttp_client: Callable[..., Any]) -> AsyncIterator[GateClient]:
-    """The whole service, as ``carecall serve`` runs it, on the fake clock."""
-    yield await serve_in_process(tmp_path, SignallingConfig(public_url="",
-                                                            var_dir=tmp_path / "var"),
-                                 aiohttp_client, clock=clock)
 
 
 async def receive_json(ws: WS) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import pytest
 from peer import Peer
 from peer.channel import Booked, Quality, State
 from signalling.appkeys import REPORTER
-from signalling.config import SignallingConfig
 from tests.conftest import (
     AUTH,
     FakeClock,
@@ -24,7 +22,6 @@ from tests.conftest import (
     book_now,
     booking_body,
     seed_people,
-    serve_in_process,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -144,12 +141,6 @@ async def test_chat_reaches_neither_the_server_logs_nor_the_database(
 # -- audio-only, with the server on a fake clock so the record's seconds are exact -----------
 
 
-@pytest.fixture
-async def timed(tmp_path: Path, clock: FakeClock,
-                aiohttp_client: Callable[..., Any]) -> AsyncIterator[GateClient]:
-    yield await serve_in_process(tmp_path, SignallingConfig(public_url="",
-                                                            var_dir=tmp_path / "var"),
-                                 aiohttp_client, clock=clock)
 
 
 async def frames_stall(peer: Peer, seconds: float = 2.0) -> tuple[int, int]:
