@@ -163,12 +163,17 @@ def encode(message: ChannelMessage) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def chat(ident: str, text: str, at: datetime) -> Chat:
-    """A chat message to send; ``ValueError`` with the limit if ``text`` or ``ident`` is
-    outside it."""
+def check_chat_text(text: str) -> None:
+    """``ValueError`` naming the limit if ``text`` cannot be sent as a chat message."""
     if not 1 <= len(text) <= MAX_CHAT_CHARS:
         raise ValueError(f"a chat message is 1 to {MAX_CHAT_CHARS} characters "
                          f"(got {len(text)})")
+
+
+def chat(ident: str, text: str, at: datetime) -> Chat:
+    """A chat message to send; ``ValueError`` with the limit if ``text`` or ``ident`` is
+    outside it."""
+    check_chat_text(text)
     if len(ident) > MAX_CHAT_ID_CHARS:
         raise ValueError(f"a chat id is at most {MAX_CHAT_ID_CHARS} characters")
     return Chat(ident, text, at)

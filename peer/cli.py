@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from peer.channel import MAX_CHAT_CHARS
+from peer.channel import check_chat_text
 from peer.client import Peer, PeerError, SessionEnded
 
 EPILOG = """\
@@ -234,8 +234,11 @@ def main(args: argparse.Namespace) -> int:
     if args.duration < 0 or args.min_frames < 0 or args.connect_timeout <= 0:
         _say("--duration and --min-frames must not be negative, --connect-timeout > 0")
         return 2
-    if any(not 1 <= len(text) <= MAX_CHAT_CHARS for text in args.chat):
-        _say(f"--chat: a chat message is 1 to {MAX_CHAT_CHARS} characters")
+    try:
+        for text in args.chat:
+            check_chat_text(text)
+    except ValueError as error:
+        _say(f"--chat: {error}")
         return 2
     if args.video != "synthetic" and not Path(args.video).is_file():
         _say(f"--video: no such file: {args.video}")

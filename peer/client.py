@@ -22,7 +22,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -126,9 +126,7 @@ class PeerStats:
             "verification_code": self.verification_code,
             "max_frame_gap_seconds": round(self.max_frame_gap, 3),
             "frames_lost": self.frames_lost, "reconnects": self.reconnects,
-            "remote_state": None if self.remote_state is None else {
-                name: getattr(self.remote_state, name)
-                for name in ("mic", "camera", "video", "screen")},
+            "remote_state": None if self.remote_state is None else asdict(self.remote_state),
             "remote_quality": self.remote_quality and str(self.remote_quality),
             "quality": self.quality and str(self.quality),
             "chat_received": self.chat_received,
@@ -262,7 +260,7 @@ class Peer:
         self._video_sender: RTCRtpSender | None = None
         self._video_source: MediaStreamTrack | None = None
         for text in chat:
-            channel.chat("", text, _now())  # ValueError now rather than when it opens
+            channel.check_chat_text(text)  # ValueError now rather than when it opens
         self._chat_on_open = list(chat)
         self.remote_state: channel.State | None = None
         self.remote_stats: channel.Stats | None = None
