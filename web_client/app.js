@@ -27,7 +27,7 @@ import { InCall } from "./incall.js";
 import { LocalMedia } from "./media.js";
 import { MicMeter, checkNetwork, playTestSound } from "./precall.js";
 import { Signalling } from "./signalling.js";
-import { $, MISSING_TOKEN, errorOf, refusalText, show } from "./ui.js";
+import { $, MISSING_TOKEN, elementsById, errorOf, refusalText, show } from "./ui.js";
 import { COMMIT, REVEAL, VerificationError, Verifier, dtlsFingerprints } from "./verify.js";
 
 const WARNING_BEFORE_END_MS = 5 * 60 * 1000;
@@ -78,7 +78,7 @@ const joinedKey = `carecall:joined:${link.room}`;
 const hideIpKey = `carecall:hide-ip:${link.room}`;
 const media = new LocalMedia();
 
-const els = Object.fromEntries([
+const els = elementsById([
   ["status", "status"], ["language", "language-select"], ["warning", "ending-warning"],
   ["peerNotice", "peer-notice"], ["refused", "refused"], ["error", "error"],
   ["refusedNext", "refused-next"], ["retry", "retry-button"], ["ended", "ended"],
@@ -100,7 +100,7 @@ const els = Object.fromEntries([
   ["camera", "camera-button"], ["hangup", "hangup-button"], ["code", "verification-code"],
   ["bookingSlot", "booking-slot"], ["dialog", "hangup-dialog"],
   ["hangupConfirm", "hangup-confirm"], ["hangupCancel", "hangup-cancel"],
-].map(([name, id]) => [name, $(id)]));
+]);
 
 const state = {
   phase: "checking",
@@ -132,7 +132,7 @@ const state = {
   code: null,
   verifyFailed: false,
   verifyProblem: null,  // why there is no code, when one cannot be computed
-  mediaReported: null,
+  mediaReported: null,  // {state, video}: the last `media` report sent on this socket
   restartTimer: null,
   connectTimer: null,
   endTimer: null,
@@ -143,13 +143,11 @@ let bookingPanel = null;
 const extras = new InCall({
   media, otherName, session: () => state.session, clock: now, onChange: () => render(),
   onVideoChange: () => {
-    if (state.mediaReported?.startsWith("connected")) {
+    if (state.mediaReported?.state === "connected") {
       reportMedia("connected");
     }
   },
-  onBooked: (booking) => {
-    state.nextSession = { starts_at: booking.starts_at, ends_at: booking.ends_at };
-  },
+  onBooked: rememberNext,
 });
 let polling = null;
 let mediaReady = Promise.resolve();
@@ -228,7 +226,7 @@ function statusText() {
   if (pc === "failed" || pc === "disconnected") {
     return t("status.interrupted");
   }
-  if (state.mediaReported?.startsWith("failed")) {
+  if (state.mediaReported?.state === "failed") {
     return t("status.noPath");
   }
   return t("status.connecting");
@@ -516,7 +514,6 @@ async function startPreview(choice = {}) {
   render();
   await media.start(choice);
   els.localVideo.srcObject = media.stream;
-  els.localVideo.classList.toggle("off", media.videoTrack === null || !media.cameraOn);
   const { cameras, microphones } = await media.devices();
   fillSelect(els.cameraSelect, cameras, media.videoTrack?.getSettings().deviceId,
     "devices.camera");
@@ -671,11 +668,16 @@ function refuse(refusal) {
   setPhase("refused");
 }
 
+/** The pair's next session, booked in this call (by us, or told by the other side). */
+function rememberNext(booking) {
+  state.nextSession = { starts_at: booking.starts_at, ends_at: booking.ends_at };
+}
+
 function ensureBookingPanel() {
   if (bookingPanel === null) {
     bookingPanel = new BookingPanel({ container: els.bookingSlot, apiBase: link.apiBase,
       room: link.room, token: link.token, onBooked: (booking) => {
-        state.nextSession = { starts_at: booking.starts_at, ends_at: booking.ends_at };
+        rememberNext(booking);
         // The client's page shows it at once (the session poll would take up to 10 s).
         extras.channel?.send("booked", { starts_at: booking.starts_at,
           ends_at: booking.ends_at, funding: String(booking.funding ?? "") });
@@ -878,7 +880,7 @@ function closeCall() {
   clearTimeout(state.restartTimer);
   clearTimeout(state.connectTimer);
   if (state.call !== null) {
-    if (state.mediaReported?.startsWith("connected")) {
+    if (state.mediaReported?.state === "connected") {
       reportMedia("disconnected");
     }
     state.call.close();
@@ -897,9 +899,9 @@ function closeCall() {
 /** Tell the server where our media path stands (for attendance), once per change. */
 function reportMedia(mediaState, cause = null) {
   const video = extras.sendingVideo;
-  const key = `${mediaState}:${video}`;
-  if (state.mediaReported !== key && signalling) {
-    state.mediaReported = key;
+  const last = state.mediaReported;
+  if ((last?.state !== mediaState || last.video !== video) && signalling) {
+    state.mediaReported = { state: mediaState, video };
     signalling.send({ type: "media", state: mediaState, video,
       ...(cause === null ? {} : { cause }) });
   }
@@ -1101,7 +1103,6 @@ function wireControls() {
   });
   els.camera.addEventListener("click", () => {
     media.setCamera(!media.cameraOn);
-    els.localVideo.classList.toggle("off", !media.cameraOn);
     extras.sync();
   });
   els.sound.addEventListener("click", () => {

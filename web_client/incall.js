@@ -15,7 +15,7 @@ import { CallChannel } from "./channel.js";
 import { Chat } from "./chat.js";
 import { formatDuration, formatRange, t } from "./i18n.js";
 import { SAMPLE_MS, QualityProbe, grade, worseOf } from "./quality.js";
-import { $, show } from "./ui.js";
+import { $, elementsById, show } from "./ui.js";
 
 // Audio only is suggested (or switched to) after this long poor.
 export const POOR_FOR_MS = 10_000;
@@ -41,7 +41,7 @@ export class InCall {
     this.onChange = onChange;
     this.onVideoChange = onVideoChange;
     this.onBooked = onBooked;
-    this.els = Object.fromEntries([
+    this.els = elementsById([
       ["remoteMuted", "remote-muted"], ["remoteOff", "remote-camera-off"],
       ["localOff", "local-camera-off"], ["localVideo", "local-video"],
       ["notice", "call-notice"], ["suggestion", "audio-only-suggestion"],
@@ -50,7 +50,7 @@ export class InCall {
       ["both", "audio-only-both"], ["auto", "audio-only-auto"],
       ["quality", "quality-indicator"], ["details", "quality-details"],
       ["timer", "session-timer"],
-    ].map(([name, id]) => [name, $(id)]));
+    ]);
     this.chat = new Chat({ list: $("chat-messages"), form: $("chat-form"),
       input: $("chat-input"), button: $("chat-send"),
       send: (message) => this.channel?.send("chat", message) ?? false });

@@ -11,6 +11,11 @@ export function $(id) {
   return element;
 }
 
+/** `{name: element}` for `[[name, id], ...]`: a module's elements, each checked to exist. */
+export function elementsById(pairs) {
+  return Object.fromEntries(pairs.map(([name, id]) => [name, $(id)]));
+}
+
 export function show(element, visible = true) {
   element.hidden = !visible;
 }
