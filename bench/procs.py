@@ -27,14 +27,16 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 
 class Process:
-    """A `carecall ...` process; ``ready()`` waits for its ready line."""
+    """A `carecall ...` process (or ``argv``); ``ready()`` waits for its ready line."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str],
+                 argv: list[str] | None = None) -> None:
         full = {k: v for k, v in os.environ.items() if not k.startswith("CARECALL_")}
         full["PYTHONPATH"] = str(REPO)
         full.update(env)
         self._stderr = (cwd / f"stderr-{secrets.token_hex(4)}.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "carecall", *args], cwd=cwd,
+        command = argv or [sys.executable, "-m", "carecall", *args]
+        self.proc = subprocess.Popen(command, cwd=cwd,
                                      env=full, stdout=subprocess.PIPE, stderr=self._stderr,
                                      text=True)
         self._lines: queue.Queue[str | None] = queue.Queue()

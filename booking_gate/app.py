@@ -77,6 +77,8 @@ def setup_gate(app: web.Application, config: GateConfig, *, clock: Clock = utc_n
             app[CREDIT_REQUESTS] = CreditRequests(app[SERVICE])
             yield
         finally:
+            if SERVICE in app:
+                app[SERVICE].store.reader.close()
             await engine.dispose()
 
     async def finaliser(app: web.Application) -> AsyncIterator[None]:

@@ -595,26 +595,24 @@ class GateService:
                                                    now - FEED_PAST, now + FEED_AHEAD)
         return ics.professional_feed_ics(professional, bookings)
 
-    async def room_booking(self, room_id: str) -> Booking | None:
-        """The booking behind a room, for admission checks by signalling."""
-        return await self.store.get_booking_by_room(room_id)
-
-    async def room_bookings(self, room_ids: Sequence[str]) -> dict[str, Booking]:
-        """The bookings behind many rooms (signalling's revalidation of open rooms)."""
-        return await self.store.get_bookings_by_rooms(room_ids)
+    async def room_admissions(self, room_ids: Sequence[str]) -> dict[str, tuple[Booking, bool]]:
+        """For signalling's joins and revalidation: the booking behind each room that
+        exists, and whether its client hides their IP (their own or their hub's setting,
+        read now, in one query: a change applies from the next join)."""
+        return await self.store.room_admissions(room_ids)
 
     async def relay_only_bookings(self, bookings: Sequence[Booking]) -> set[BookingId]:
-        """Those of ``bookings`` whose client hides their IP (their own or their hub's
-        setting, read now: a change applies from the next join)."""
-        return await self.store.relay_only_bookings(bookings)
+        """Those of ``bookings`` whose client hides their IP (as ``room_admissions``)."""
+        found = await self.room_admissions([b.room_id for b in bookings])
+        return {booking.booking_id for booking, hides in found.values() if hides}
 
     # -- signalling nodes (api_signalling.py) ---------------------------------------
 
     async def signalling_room(self, room_id: str) -> dict[str, Any]:
-        booking = await self.store.get_booking_by_room(parse_id(room_id, "room_id"))
-        if booking is None:
+        found = await self.room_admissions([parse_id(room_id, "room_id")])
+        if room_id not in found:
             raise NotFound("unknown room", field="room_id")
-        relay_only = booking.booking_id in await self.relay_only_bookings([booking])
+        booking, relay_only = found[room_id]
         return signalling_room_json(booking, self.tokens.window(booking), relay_only)
 
     async def signalling_rooms(self, data: object) -> dict[str, Any]:
@@ -626,12 +624,11 @@ class GateService:
                 f"'room_ids' must be a list of 1 to {MAX_ROOMS_PER_BATCH} room ids",
                 field="room_ids")
         room_ids = [parse_id(room_id, f"room_ids[{index}]") for index, room_id in enumerate(raw)]
-        found = await self.room_bookings(list(dict.fromkeys(room_ids)))  # each id once
+        found = await self.room_admissions(list(dict.fromkeys(room_ids)))  # each id once
         rooms: dict[str, Any] = dict.fromkeys(room_ids)
-        relay_only = await self.relay_only_bookings(list(found.values()))
-        for room_id, booking in found.items():
+        for room_id, (booking, relay_only) in found.items():
             rooms[room_id] = signalling_room_json(booking, self.tokens.window(booking),
-                                                  booking.booking_id in relay_only)
+                                                  relay_only)
         return {"rooms": rooms}
 
     # -- attendance --------------------------------------------------------------

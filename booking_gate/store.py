@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, literal, or_, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from booking_gate import webhooks
 from booking_gate.db import schema as t
+from booking_gate.db.engine import Reader
 from booking_gate.errors import Conflict, NotFound
 from booking_gate.model import (
     AttendanceEvent,
@@ -204,9 +205,27 @@ class StoredRecord:
 Notify = Callable[[Booking], Sequence[OutboxMessage]]
 
 
+def _room_admissions_query() -> Any:
+    """Built once (building it costs more than running it): bookings by room id, with
+    the client's, the client's hub's and the booking's hub's Hide-my-IP settings."""
+    client_hub, booking_hub = t.hubs.alias("client_hub"), t.hubs.alias("booking_hub")
+    return (select(t.bookings, t.clients.c.hide_ip.label("client_hides"),
+                   client_hub.c.clients_hide_ip.label("client_hub_hides"),
+                   booking_hub.c.clients_hide_ip.label("booking_hub_hides"))
+            .select_from(t.bookings
+                         .outerjoin(t.clients, t.clients.c.client_id == t.bookings.c.client_id)
+                         .outerjoin(client_hub, client_hub.c.hub_id == t.clients.c.hub_id)
+                         .outerjoin(booking_hub, booking_hub.c.hub_id == t.bookings.c.hub_id))
+            .where(t.bookings.c.room_id.in_(bindparam("room_ids", expanding=True))))
+
+
+_ROOM_ADMISSIONS = _room_admissions_query()
+
+
 class Store:
     def __init__(self, engine: AsyncEngine, *, webhooks: bool = False) -> None:
         self.engine = engine
+        self.reader = Reader(engine)  # the hot reads' path (booking_gate/db/engine.py)
         self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
         # Without a receiver configured, webhook events are not written at all.
         self.webhooks = webhooks
@@ -262,30 +281,6 @@ class Store:
         if row is None:
             return HubSettings(HubId(hub_id))
         return HubSettings(HubId(row.hub_id), bool(row.clients_hide_ip), row.updated_at)
-
-    async def relay_only_bookings(self, bookings: Sequence[Booking]) -> set[BookingId]:
-        """The bookings among ``bookings`` whose client hides their IP: set on the client,
-        or on the client's hub or the booking's hub for all their clients."""
-        if not bookings:
-            return set()
-        client_ids = list({b.client_id for b in bookings})
-        async with self.engine.connect() as conn:
-            clients = {row.client_id: row for row in (await conn.execute(
-                select(t.clients.c.client_id, t.clients.c.hub_id, t.clients.c.hide_ip)
-                .where(t.clients.c.client_id.in_(client_ids)))).all()}
-            hub_ids = {b.hub_id for b in bookings if b.hub_id}
-            hub_ids |= {row.hub_id for row in clients.values() if row.hub_id}
-            hiding_hubs = set((await conn.execute(
-                select(t.hubs.c.hub_id).where(t.hubs.c.hub_id.in_(list(hub_ids)),
-                                              t.hubs.c.clients_hide_ip.is_(True))
-            )).scalars().all()) if hub_ids else set()
-        found: set[BookingId] = set()
-        for b in bookings:
-            client = clients.get(b.client_id)
-            if ((client is not None and (client.hide_ip or client.hub_id in hiding_hubs))
-                    or b.hub_id in hiding_hubs):
-                found.add(b.booking_id)
-        return found
 
     async def get_client(self, client_id: str) -> Client | None:
         async with self.engine.connect() as conn:
@@ -346,13 +341,16 @@ class Store:
                 select(t.bookings).where(t.bookings.c.room_id == room_id))).first()
         return _booking(row) if row else None
 
-    async def get_bookings_by_rooms(self, room_ids: Sequence[str]) -> dict[str, Booking]:
+    async def room_admissions(self, room_ids: Sequence[str]) -> dict[str, tuple[Booking, bool]]:
+        """The booking behind each of ``room_ids`` that exists, with whether its client
+        hides their IP (set on the client, or on the client's hub or the booking's hub
+        for all their clients), read in one query: what a join needs, at every join."""
         if not room_ids:
             return {}
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(t.bookings).where(
-                t.bookings.c.room_id.in_(list(room_ids))))).all()
-        return {row.room_id: _booking(row) for row in rows}
+        rows = await self.reader.all(_ROOM_ADMISSIONS, {"room_ids": list(room_ids)})
+        return {row.room_id: (_booking(row), bool(row.client_hides or row.client_hub_hides
+                                                  or row.booking_hub_hides))
+                for row in rows}
 
     async def get_booking_by_key(self, key: str) -> Booking | None:
         async with self.engine.connect() as conn:

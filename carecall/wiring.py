@@ -33,17 +33,12 @@ class InProcessGate(GateLink):
         return self._app[SERVICE]
 
     async def room(self, room_id: str) -> RoomBooking | None:
-        booking = await self._service.room_booking(room_id)
-        if booking is None:
-            return None
-        relay_only = await self._service.relay_only_bookings([booking])
-        return self._room(booking, booking.booking_id in relay_only)
+        return (await self.rooms([room_id]))[room_id]
 
     async def rooms(self, room_ids: Sequence[str]) -> dict[str, RoomBooking | None]:
-        found = await self._service.room_bookings(room_ids)
-        relay_only = await self._service.relay_only_bookings(list(found.values()))
-        return {room_id: self._room(found[room_id], found[room_id].booking_id in relay_only)
-                if room_id in found else None for room_id in room_ids}
+        found = await self._service.room_admissions(room_ids)
+        return {room_id: self._room(*found[room_id]) if room_id in found else None
+                for room_id in room_ids}
 
     def _room(self, booking: Booking, client_relay_only: bool) -> RoomBooking:
         opens_at, closes_at = self._service.tokens.window(booking)
