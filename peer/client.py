@@ -283,6 +283,7 @@ class Peer:
             self._player = MediaPlayer(self._video)
         # No overall deadline on the WebSocket (it lives for the whole session), but a
         # bounded connect, so an unreachable server is reported and retried.
+        await self._connections.warm_up()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=10.0))
         self._task = asyncio.create_task(self._signalling_loop())
