@@ -215,7 +215,8 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
                         for key in keys), key=lambda kv: kv[1]))
 
 
-async def measure(quick: bool, suite: Suite) -> None:
+async def measure(quick: bool, suite: Suite, kinds: tuple[str, ...] = ("peer", "browser")
+                  ) -> None:
     from playwright.async_api import async_playwright
 
     reps = 2 if quick else 5
@@ -232,9 +233,10 @@ async def measure(quick: bool, suite: Suite) -> None:
                     floor = await loopback(browser, base, reps)
                     # A first call of each kind warms the page's caches and the server.
                     peer_runs = [await with_peer(browser, base, tmp, n)
-                                 for n in range(reps + 1)][1:]
+                                 for n in range(reps + 1)][1:] if "peer" in kinds else []
                     browser_runs = [await with_browser(browser, base, n)
-                                    for n in range(reps + 1)][1:]
+                                    for n in range(reps + 1)][1:] \
+                        if "browser" in kinds else []
                 finally:
                     await browser.close()
             suite.cpu_seconds["server"] = cpu_seconds(server.pid)
@@ -243,6 +245,8 @@ async def measure(quick: bool, suite: Suite) -> None:
     base_stats = stats(floor)
     for label, runs in (("browser ↔ headless peer", peer_runs),
                         ("browser ↔ browser", browser_runs)):
+        if not runs:
+            continue
         values = stats([run["frame"] / 1000 for run in runs])
         suite.figures.append(at_most(
             f"{label}: Join click → remote video playing (median)", values["p50_ms"], "ms",
@@ -253,10 +257,10 @@ async def measure(quick: bool, suite: Suite) -> None:
     suite.details["loopback"] = base_stats
 
 
-def run(quick: bool) -> Suite:
+def run(quick: bool, kinds: tuple[str, ...] = ("peer", "browser")) -> Suite:
     began = time.monotonic()
     suite = Suite("browser-setup")
-    asyncio.run(measure(quick, suite))
+    asyncio.run(measure(quick, suite, kinds))
     suite.seconds = time.monotonic() - began
     return suite
 
@@ -264,7 +268,10 @@ def run(quick: bool) -> Suite:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.browser_setup")
     parser.add_argument("--quick", action="store_true")
-    suite = run(parser.parse_args().quick)
+    parser.add_argument("--only", choices=["peer", "browser"],
+                        help="only the call opposite a headless peer, or a browser")
+    args = parser.parse_args()
+    suite = run(args.quick, (args.only,) if args.only else ("peer", "browser"))
     print(table([suite]))
     print(json.dumps(suite.details, indent=1))
     return 0

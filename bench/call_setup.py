@@ -62,13 +62,13 @@ def book(base: str, name: str) -> dict[str, str]:
 class PeerProcess:
     """``python -m carecall peer -`` with the link on standard input (never in ps)."""
 
-    def __init__(self, link: str, stats: Path, duration: float) -> None:
-        env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    def __init__(self, link: str, stats: Path, duration: float, repo: Path = REPO) -> None:
+        env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}
         self.stats = stats
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "carecall", "peer", "-", "--duration", f"{duration:g}",
              "--stats-json", str(stats), "--connect-timeout", f"{PEER_TIMEOUT:g}"],
-            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
         assert self.proc.stdin is not None
         self.proc.stdin.write(link + "\n")
@@ -104,14 +104,14 @@ class PeerProcess:
             self.proc.stderr.close()
 
 
-def one_served(base: str, tmp: Path, n: int) -> float:
+def one_served(base: str, tmp: Path, n: int, repo: Path = REPO) -> float:
     """Seconds from the client's welcome to both peers' first decoded remote frame."""
     links = book(base, f"{n}-{secrets.token_hex(3)}")
-    pro = PeerProcess(links["professional"], tmp / f"pro-{n}.json", duration=1.0)
+    pro = PeerProcess(links["professional"], tmp / f"pro-{n}.json", 1.0, repo)
     client: PeerProcess | None = None
     try:
         pro.wait_line("admitted")
-        client = PeerProcess(links["client"], tmp / f"cli-{n}.json", duration=0.5)
+        client = PeerProcess(links["client"], tmp / f"cli-{n}.json", 0.5, repo)
         second = client.result()
         first = pro.result()
     finally:
@@ -177,7 +177,8 @@ def run(quick: bool) -> Suite:
     began = time.monotonic()
     reps = 3 if quick else 10
     suite = Suite("call-setup")
-    direct = [asyncio.run(one_direct()) for _ in range(reps + 1)][1:]  # first one warms up
+    asyncio.run(one_direct())  # warms this process up, as a peer's start does its own
+    direct: list[float] = []
     served: list[float] = []
     with tempfile.TemporaryDirectory(prefix="carecall-bench-") as name:
         tmp = Path(name)
@@ -185,7 +186,9 @@ def run(quick: bool) -> Suite:
                           "--var-dir", str(tmp / "var")], tmp, {})
         try:
             base = server.ready()
+            # Alternately, so both see the same load on a shared machine.
             for n in range(reps):
+                direct.append(asyncio.run(one_direct()))
                 served.append(one_served(base, tmp, n))
             suite.cpu_seconds["server"] = cpu_seconds(server.pid)
         finally:
