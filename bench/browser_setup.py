@@ -231,12 +231,14 @@ async def measure(quick: bool, suite: Suite, kinds: tuple[str, ...] = ("peer", "
                                                            args=CHROMIUM_ARGS)
                 try:
                     floor = await loopback(browser, base, reps)
-                    # A first call of each kind warms the page's caches and the server.
+                    # One call first, not counted: it warms the browser's and the
+                    # server's caches.
+                    await (with_peer(browser, base, tmp, -1) if "peer" in kinds
+                           else with_browser(browser, base, -1))
                     peer_runs = [await with_peer(browser, base, tmp, n)
-                                 for n in range(reps + 1)][1:] if "peer" in kinds else []
+                                 for n in range(reps)] if "peer" in kinds else []
                     browser_runs = [await with_browser(browser, base, n)
-                                    for n in range(reps + 1)][1:] \
-                        if "browser" in kinds else []
+                                    for n in range(reps)] if "browser" in kinds else []
                 finally:
                     await browser.close()
             suite.cpu_seconds["server"] = cpu_seconds(server.pid)
