@@ -64,6 +64,8 @@ FATAL_CLOSE_CODES = frozenset({
 CLOSE_TIMEOUT = 5.0
 # How long leaving waits for a signalling socket that is coming back, to say bye on it.
 BYE_WAIT = 2.0
+# Seconds between the media connecting and each unasked keyframe (_early_keyframes).
+EARLY_KEYFRAMES = (0.02, 0.05)
 # Reconnection backoff: first delay, and the longest.
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 4.0
 
@@ -281,6 +283,7 @@ class Peer:
             self._player = MediaPlayer(self._video)
         # No overall deadline on the WebSocket (it lives for the whole session), but a
         # bounded connect, so an unreachable server is reported and retried.
+        await self._connections.warm_up()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=10.0))
         self._task = asyncio.create_task(self._signalling_loop())
@@ -578,6 +581,7 @@ class Peer:
                 if self._stats.connected_at is None:
                     self._stats.connected_at = _now()
                 self._connected.set()
+                self._spawn(self._early_keyframes(pc))
                 if self._recorder is not None and self._stats.connections == 1:
                     await self._recorder.start()
                 await self._send(messages.media("connected", video=not self.audio_only))
@@ -597,6 +601,21 @@ class Peer:
         if offer:
             await pc.setLocalDescription(await pc.createOffer())
             await self._send_description(pc)
+
+    async def _early_keyframes(self, pc: RTCPeerConnection) -> None:
+        """Send a keyframe again shortly after the media path comes up.
+
+        aiortc starts sending as soon as its own DTLS handshake ends, and the first frame
+        is a keyframe; the other side drops the packets that arrive before its receiver
+        runs, and then shows nothing until a keyframe it asks for (PLI) arrives, a round
+        trip and an encode later. A keyframe or two unasked costs a few kilobytes.
+        """
+        for delay in EARLY_KEYFRAMES:
+            await asyncio.sleep(delay)
+            sender = self._video_sender
+            if pc is not self._pc or sender is None or sender.track is None:
+                return
+            sender._send_keyframe()
 
     async def _recover(self) -> None:
         await asyncio.sleep(0.5)

@@ -601,10 +601,8 @@ function join() {
   if (state.phase !== "lobby" || !state.roomOpen) {
     return;
   }
-  sessionStorage.setItem(joinedKey, "1");  // a reload comes straight back into the call
-  meter.stop();
-  setPhase("joining");
-  extras.begin();
+  // The socket first: its connection and the server's welcome overlap the page's own
+  // work below (the meter's AudioContext, a full render), which took some 30 ms.
   signalling = new Signalling({
     url: link.wsUrl,
     hello,
@@ -616,6 +614,10 @@ function join() {
     onRefused: (refusal) => serial(() => refuse(refusal)),
   });
   signalling.connect();  // handlers are set now; messages wait for the media in `handle`
+  sessionStorage.setItem(joinedKey, "1");  // a reload comes straight back into the call
+  meter.stop();
+  setPhase("joining");  // before any message is handled: `handle` runs after this returns
+  extras.begin();
 }
 
 function askHangUp() {
