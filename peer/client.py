@@ -615,7 +615,11 @@ class Peer:
             sender = self._video_sender
             if pc is not self._pc or sender is None or sender.track is None:
                 return
-            sender._send_keyframe()
+            # aiortc's own PLI handler (private: if a release renames it, nothing is sent).
+            send_keyframe = getattr(sender, "_send_keyframe", None)
+            if send_keyframe is None:
+                return
+            send_keyframe()
 
     async def _recover(self) -> None:
         await asyncio.sleep(0.5)
