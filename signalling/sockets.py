@@ -78,6 +78,9 @@ class Connection:
         await self._send(messages.encode(message))
 
     async def send_text(self, text: str) -> None:
+        if self.ready.is_set():  # every message after the welcome: no timer to arm
+            await self._send(text)
+            return
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 await self.ready.wait()
