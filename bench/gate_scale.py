@@ -3,7 +3,7 @@
     python -m bench.gate_scale [--quick] [--bookings N]
 
 For each of two databases, a small one (1,000 bookings: the baseline) and a large one
-(1,000,000; 50,000 with ``--quick``), it starts one ``carecall gate`` on a fresh
+(1,000,000; 20,000 with ``--quick``), it starts one ``carecall gate`` on a fresh
 PostgreSQL database, loads it with ``bench.seed`` and then measures from a separate
 load-generator process, over HTTP, one request at a time:
 
@@ -213,8 +213,8 @@ def measure(bookings: int, samples: int) -> dict[str, Any]:
 
 
 def run(quick: bool, bookings: int | None = None) -> Suite:
-    big_n = bookings or (50_000 if quick else 1_000_000)
-    samples = 60 if quick else 200
+    big_n = bookings or (20_000 if quick else 1_000_000)
+    samples = 40 if quick else 200
     small = measure(SMALL, samples)
     big = measure(big_n, samples)
     label = f"{SMALL:,} bookings"
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bookings", type=int, default=None,
-                        help="size of the large database (default 1,000,000; quick 50,000)")
+                        help="size of the large database (default 1,000,000; quick 20,000)")
     args = parser.parse_args(argv)
     began = time.monotonic()
     suite = run(args.quick, args.bookings)

@@ -12,7 +12,8 @@ tables are analysed. What it writes, for ``N`` bookings:
 - 100 bookings per professional on that grid, drawn over the 300 days before now and
   the 60 days after, none within three hours of now (so a benchmark can book the
   present itself), never two at once for one professional; 5 % are cancelled;
-- for every booking whose window has closed: four attendance events and the final
+- for every cancelled booking, its final record; for every other booking whose
+  window has closed, four attendance events and the final
   record ``rules.evaluate`` makes of them, except for the last six hours', which
   the finaliser still has to settle.
 
@@ -146,18 +147,18 @@ def _bookings(sizes: Sizes, now: datetime, rng: random.Random
                    False if cancelled else None, False if cancelled else None,
                    None, None, 0, 24 if cancelled else None)
             outcome = None
-            if cancelled and over:
+            if cancelled:  # the finaliser settles a cancellation within 30 s
                 outcome = "cancelled"
             elif over and starts < settled_before:
                 outcome = "completed"
-            yield row, outcome
+            yield (*row, outcome is not None), outcome
 
 
 BOOKING_COLUMNS = ("booking_id", "professional_id", "client_id", "hub_id", "starts_at",
                    "ends_at", "funding", "source", "status", "room_id", "created_at",
                    "changed_at", "credit_state", "cancelled_by", "cancelled_at", "cancel_late",
                    "cancel_chargeable", "cancel_reason", "idempotency_key", "ics_sequence",
-                   "cancel_notice_hours")
+                   "cancel_notice_hours", "finalized")
 
 
 # As migration 0001 creates it.
