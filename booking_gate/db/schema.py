@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -131,6 +132,12 @@ bookings = Table(
     # Revision 0005: the bookings list by client or hub, in (starts_at, booking_id) order.
     Index("ix_bookings_client", "client_id", "starts_at", "booking_id"),
     Index("ix_bookings_hub", "hub_id", "starts_at", "booking_id"),
+    # Revision 0008: true once the booking has its final attendance record (the
+    # finaliser seeks only among the others), and a professional's bookings by their end.
+    Column("finalized", Boolean, nullable=False, server_default=false()),
+    Index("ix_bookings_unfinalized", "status", "ends_at",
+          postgresql_where=text("finalized = false"), sqlite_where=text("finalized = false")),
+    Index("ix_bookings_professional_ends", "professional_id", "ends_at"),
 )
 
 credit_accounts = Table(
